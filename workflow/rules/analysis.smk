@@ -1,0 +1,127 @@
+# Aggregation and one rule per table / figure (named after it: `snakemake table3b_lora`).
+# Each target aggregates only its own evaluations (results/<P>/metrics/<target>.csv), so
+# regenerating one figure runs only what it needs; `aggregate` writes the tidy
+# results/<P>/metrics.csv over every experiment in scope.
+
+
+def _all_evals():
+    return evals_of([e for e in config["experiments"] if in_scope(e)])
+
+
+def _all_efficiency():
+    exps = {e for spec in TARGETS.values() for e in spec.get("efficiency", []) or []}
+    return [efficiency_json(e) for e in sorted(exps) if in_scope(e)]
+
+
+def _target_evals(target):
+    return evals_of(target_experiments(target), TARGETS[target].get("datasets"))
+
+
+def _target_efficiency(target):
+    return [efficiency_json(e) for e in TARGETS[target].get("efficiency", []) or []]
+
+
+def _aggregate_shell():
+    return ("python -m analysis.aggregate --preset {params.preset} --eval-jsons {input.evals:q}"
+            " {params.eff_flag} --metrics-out {output.metrics:q}"
+            " --per-class-out {output.per_class:q} > {log:q} 2>&1")
+
+
+rule aggregate:
+    """Every evaluation in scope -> results/<P>/metrics.csv and per_class.csv."""
+    output:
+        metrics=f"{RESULTS}/metrics.csv",
+        per_class=f"{RESULTS}/per_class.csv",
+    input:
+        evals=_all_evals(),
+        efficiency=_all_efficiency(),
+    params:
+        preset=PRESET,
+        eff_flag=lambda wc, input: ("--efficiency-jsons " + " ".join(shlex.quote(f) for f in input.efficiency))
+        if input.efficiency else "",
+    log:
+        log_path("aggregate", "all"),
+    threads: rule_threads("aggregate")
+    resources:
+        **rule_resources("aggregate"),
+    shell:
+        _aggregate_shell()
+
+
+def _caption(target):
+    path = REPO / f"workflow/report/{target}.rst"
+    return {"caption": str(path)} if path.exists() else {}
+
+
+for _target in TARGETS:
+
+    rule:
+        name:
+            f"aggregate_{_target}"
+        output:
+            metrics=f"{RESULTS}/metrics/{_target}.csv",
+            per_class=f"{RESULTS}/per_class/{_target}.csv",
+        input:
+            evals=_target_evals(_target),
+            efficiency=_target_efficiency(_target),
+        params:
+            preset=PRESET,
+            eff_flag=lambda wc, input: ("--efficiency-jsons " + " ".join(shlex.quote(f) for f in input.efficiency))
+            if input.efficiency else "",
+        log:
+            log_path("aggregate", _target),
+        threads: rule_threads("aggregate")
+        resources:
+            **rule_resources("aggregate"),
+        shell:
+            _aggregate_shell()
+
+    if _target in TABLES:
+
+        rule:
+            name:
+                _target
+            output:
+                tex=report(f"{RESULTS}/tables/{_target}.tex", category="Tables", **_caption(_target)),
+                md=f"{RESULTS}/tables/{_target}.md",
+            input:
+                metrics=f"{RESULTS}/metrics/{_target}.csv",
+            params:
+                target=_target,
+                preset=PRESET,
+            log:
+                log_path("tables", _target),
+            threads: rule_threads("tables")
+            resources:
+                **rule_resources("tables"),
+            shell:
+                "python -m analysis.tables --target {params.target} --preset {params.preset}"
+                " --metrics {input.metrics:q} --out-tex {output.tex:q} --out-md {output.md:q} > {log:q} 2>&1"
+
+    else:
+
+        rule:
+            name:
+                _target
+            output:
+                pdf=f"{RESULTS}/figures/{_target}.pdf",
+                png=report(f"{RESULTS}/figures/{_target}.png", category="Figures", **_caption(_target)),
+            input:
+                metrics=f"{RESULTS}/metrics/{_target}.csv",
+                per_class=f"{RESULTS}/per_class/{_target}.csv",
+                # Figures may read the runs themselves (loss curves, qualitative predictions).
+                runs=[f"{run_dir(e, s)}/done.json" for e in target_experiments(_target) for s in seeds_of(e)],
+            params:
+                target=_target,
+                preset=PRESET,
+                engine=ENGINE_ARGS,
+                results=RESULTS,
+            log:
+                log_path("figures", _target),
+            threads: rule_threads("figures")
+            resources:
+                **rule_resources("figures"),
+            shell:
+                "python -m analysis.figures --target {params.target} {params.engine}"
+                " --metrics {input.metrics:q} --per-class {input.per_class:q} --results-dir {params.results:q}"
+                " --out-pdf {output.pdf:q} --out-png {output.png:q} > {log:q} 2>&1"

@@ -1,0 +1,22 @@
+# Aggregate targets. `all` is the default target.
+
+
+rule all_tables:
+    """Every table of the paper, and the tidy metrics.csv over every experiment."""
+    input:
+        [f"{RESULTS}/tables/{t}.tex" for t in TABLES],
+        f"{RESULTS}/metrics.csv",
+
+
+rule all_figures:
+    """Every figure of the paper (PDF and PNG)."""
+    input:
+        [f"{RESULTS}/figures/{t}.{ext}" for t in FIGURES for ext in ("pdf", "png")],
+
+
+rule all:
+    """Every table and figure."""
+    default_target: True
+    input:
+        rules.all_tables.input,
+        rules.all_figures.input,
