@@ -1,0 +1,37 @@
+"""Distribution Adapter: a few conv layers on the mask proposals before they become attention masks.
+
+The paper gives only the layer count (2 by default, Tab. 3c ablates 0-3). Our choices
+(docs/models.md): it acts on each proposal's mask logits independently ([B*Q, 1, h, w]), 3x3
+kernels, GELU between layers, a hidden width of 16 channels, and a residual around the stack whose
+last conv starts at zero, so at initialisation the adapter is the identity and training starts from
+the generator's own masks.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class DistributionAdapter(nn.Module):
+    """`num_layers` 3x3 convs (GELU between) with a zero-initialised residual on mask logits."""
+
+    def __init__(self, num_layers: int = 2, hidden_channels: int = 16, kernel_size: int = 3):
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"model.adapter_layers: DistributionAdapter needs >= 1 layer, got {num_layers}")
+        pad = kernel_size // 2
+        chans = [1] + [hidden_channels] * (num_layers - 1) + [1]
+        layers: list[nn.Module] = []
+        for i in range(num_layers):
+            layers.append(nn.Conv2d(chans[i], chans[i + 1], kernel_size, padding=pad))
+            if i < num_layers - 1:
+                layers.append(nn.GELU())
+        self.layers = nn.Sequential(*layers)
+        nn.init.zeros_(self.layers[-1].weight)
+        nn.init.zeros_(self.layers[-1].bias)
+
+    def forward(self, mask_logits: torch.Tensor) -> torch.Tensor:
+        """mask_logits [B, Q, h, w] -> adapted mask logits [B, Q, h, w]."""
+        b, q, h, w = mask_logits.shape
+        x = mask_logits.reshape(b * q, 1, h, w)
+        return (x + self.layers(x)).reshape(b, q, h, w)

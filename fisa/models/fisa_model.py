@@ -1,0 +1,185 @@
+"""FisaModel: frozen mask generator -> Distribution Adapter -> CLIP mask classifier (with SEVE)."""
+from __future__ import annotations
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fisa.models.distribution_adapter import DistributionAdapter
+from fisa.models.generator import generator_proposals
+from fisa.models.loss import DEFAULT_WEIGHTS, set_criterion
+from fisa.models.mask_attention import encode_with_mask_tokens
+from fisa.models.oracle import no_object_logits, oracle_class_logits, oracle_proposals
+from fisa.models.seve import SemanticGuidedAttention, seve_layer_indices
+from fisa.models.text import encode_class_names, prompt_templates, validate_class_names
+from fisa.models.variants import apply_variant, check_variant, uses_seve
+
+
+class FisaModel(nn.Module):
+    """Every model of the paper; which parts exist and train is set by `variant` (see variants.py).
+
+    Build it with `fisa.models.build_model(model_cfg, variant)`. Submodules: `clip` (open_clip
+    CLIP, vision attention split into q/k/v), `generator` (Mask2Former), `seve`
+    ({block index: SemanticGuidedAttention}), `distribution_adapter`, `no_object_embedding`.
+    """
+
+    def __init__(self, clip: nn.Module, tokenizer, generator: nn.Module | None, model_cfg: dict, variant: str):
+        super().__init__()
+        self.variant = check_variant(variant)
+        self.model_cfg = model_cfg
+        self.clip = clip
+        self.tokenizer = tokenizer
+        self.generator = generator
+        visual = clip.visual
+        blocks = visual.transformer.resblocks
+        width, embed_dim = visual.transformer.width, visual.output_dim
+        self.num_proposals = int(model_cfg.get("num_proposals", 100))
+        self.image_size = model_cfg.get("clip", {}).get("image_size")
+        self.templates = prompt_templates(model_cfg.get("prompt_templates", "fcclip"))
+        seve_cfg = model_cfg.get("seve") or {}
+        self.seve = nn.ModuleDict()
+        self.distribution_adapter = None
+        if uses_seve(variant):
+            for i in seve_layer_indices(seve_cfg.get("layers", "last_half"), len(blocks)):
+                self.seve[str(i)] = SemanticGuidedAttention(width, embed_dim, blocks[i].attn.num_heads,
+                                                            residual=bool(seve_cfg.get("residual", True)))
+            layers = int(model_cfg.get("adapter_layers", 2))
+            if not 0 <= layers <= 8:
+                raise ValueError(f"model.adapter_layers: expected 0-8, got {layers}")
+            if layers:
+                self.distribution_adapter = DistributionAdapter(layers)
+        # No-object logit = scale * <normalised region, no_object_embedding>. Zero at init: the
+        # untrained baseline never prefers "no object" over a class (CLIP cosines are > 0).
+        self.no_object_embedding = nn.Parameter(torch.zeros(embed_dim))
+        scale = model_cfg.get("logit_scale")
+        self.register_buffer("logit_scale", torch.tensor(float(scale) if scale is not None
+                                                         else float(clip.logit_scale.detach().exp())), persistent=False)
+        mean = getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
+        std = getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD
+        self.register_buffer("clip_mean", torch.tensor(mean).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("clip_std", torch.tensor(std).view(1, 3, 1, 1) * 255, persistent=False)
+        self._vocabulary_cache: dict = {}
+        if variant == "lora":
+            from fisa.models.variants import inject_lora
+            inject_lora(visual, model_cfg.get("lora_rank"))
+        apply_variant(self, variant)
+        self.train(False)
+
+    # ----------------------------------------------------------------- modes
+    @property
+    def generator_trainable(self) -> bool:
+        return self.variant == "adapt_mask_generator"
+
+    @property
+    def text_trainable(self) -> bool:
+        return self.variant == "adapt_text_encoder"
+
+    @property
+    def proposals_cacheable(self) -> bool:
+        """True when the generator is frozen, so the engine may cache `generate_proposals` output."""
+        return not self.generator_trainable and self.variant != "oracle_generator"
+
+    def train(self, mode: bool = True):
+        """Like nn.Module.train, but a frozen generator stays in eval mode (no BN/dropout drift)."""
+        super().train(mode)
+        if self.generator is not None and not self.generator_trainable:
+            self.generator.eval()
+        if mode and self.text_trainable:
+            self._vocabulary_cache.clear()
+        return self
+
+    # ----------------------------------------------------------------- text
+    def encode_vocabulary(self, class_names: list[list[str]]) -> torch.Tensor:
+        """Text embeddings [C, D] of a vocabulary (synonym lists), prompt templates averaged,
+        L2-normalised. Cached per vocabulary; recomputed with gradients only while the text tower
+        trains (adapt_text_encoder in train mode)."""
+        class_names = validate_class_names(class_names)
+        if self.text_trainable and self.training and torch.is_grad_enabled():
+            return encode_class_names(self.clip, self.tokenizer, class_names, self.templates)
+        key = tuple(tuple(s) for s in class_names)
+        if key not in self._vocabulary_cache:
+            with torch.no_grad():
+                self._vocabulary_cache[key] = encode_class_names(self.clip, self.tokenizer, class_names, self.templates)
+        return self._vocabulary_cache[key]
+
+    # ----------------------------------------------------------------- vision
+    def generate_proposals(self, images: torch.Tensor) -> torch.Tensor:
+        """images float [B, 3, H, W] 0..255 -> mask logits [B, Q, ceil(H/4), ceil(W/4)] of the generator
+        (no grad and eval mode unless the variant adapts the generator)."""
+        if self.generator is None:
+            raise RuntimeError("this model was built without a mask generator")
+        if self.generator_trainable and self.training:
+            return generator_proposals(self.generator, images, self.num_proposals)
+        with torch.no_grad():
+            return generator_proposals(self.generator, images, self.num_proposals)
+
+    def clip_pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """images 0..255 [B, 3, H, W] -> CLIP input [B, 3, S, S] (bilinear resize to
+        model.clip.image_size, CLIP mean/std). With image_size null the native size is used,
+        cropped to a multiple of the patch size."""
+        x = images.float()
+        if self.image_size:
+            s = (int(self.image_size),) * 2
+            if tuple(x.shape[-2:]) != s:
+                x = F.interpolate(x, size=s, mode="bilinear", align_corners=False, antialias=True)
+        else:
+            p = self.clip.visual.patch_size
+            x = x[..., : x.shape[-2] // p[0] * p[0], : x.shape[-1] // p[1] * p[1]]
+        return (x - self.clip_mean) / self.clip_std
+
+    def classify(self, region_embeddings: torch.Tensor, vocabulary: torch.Tensor) -> torch.Tensor:
+        """region_embeddings [B, Q, D], vocabulary [C, D] -> class logits [B, Q, C+1] (cosine x logit scale;
+        last = no object)."""
+        r = F.normalize(region_embeddings, dim=-1)
+        logits = r @ vocabulary.to(r.dtype).T
+        void = r @ self.no_object_embedding.to(r.dtype)
+        return self.logit_scale * torch.cat([logits, void.unsqueeze(-1)], dim=-1)
+
+    def forward(self, images: torch.Tensor, vocabulary: torch.Tensor, proposals: torch.Tensor | None = None,
+                targets: list[dict] | None = None) -> dict:
+        """images float [B, 3, H, W] 0..255; vocabulary [C, D] from encode_vocabulary; proposals: cached
+        generator mask logits [B, Q, h, w] (else generated); targets: ground truth for the oracle modes.
+
+        Returns {"mask_logits" [B, Q, h, w] (after the adapter), "class_logits" [B, Q, C+1],
+        "region_embeddings" [B, Q, D], "proposals" [B, Q, h, w] (the adapter's input)}.
+        """
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images: expected float [B, 3, H, W] in 0..255, got shape {tuple(images.shape)}")
+        if vocabulary.dim() != 2:
+            raise ValueError(f"vocabulary: expected [C, D] text embeddings, got shape {tuple(vocabulary.shape)}")
+        valid = None
+        if self.variant == "oracle_generator":
+            proposals, valid = oracle_proposals(targets, tuple(images.shape[-2:]))
+        elif proposals is None:
+            proposals = self.generate_proposals(images)
+        elif proposals.dim() != 4 or proposals.shape[0] != images.shape[0]:
+            raise ValueError(f"proposals: expected [B={images.shape[0]}, Q, h, w], got {tuple(proposals.shape)}")
+        proposals = proposals.to(images.device)
+        mask_logits = self.distribution_adapter(proposals) if self.distribution_adapter is not None else proposals
+        seve = {int(k): m for k, m in self.seve.items()}
+        enc = encode_with_mask_tokens(self.clip.visual, self.clip_pixels(images), mask_logits, seve, vocabulary)
+        class_logits = self.classify(enc["region_embeddings"], vocabulary)
+        if valid is not None:  # padded oracle proposals are "no object"
+            pad = no_object_logits(class_logits.shape[1], vocabulary.shape[0], class_logits.shape[0], class_logits.device)
+            class_logits = torch.where(valid.unsqueeze(-1), class_logits, pad.to(class_logits.dtype))
+        if self.variant == "oracle_classifier":
+            class_logits = oracle_class_logits(mask_logits, targets, vocabulary.shape[0]).to(class_logits.dtype)
+        return {"mask_logits": mask_logits, "class_logits": class_logits,
+                "region_embeddings": enc["region_embeddings"], "proposals": proposals}
+
+    def loss(self, outputs: dict, targets: list[dict], weights: dict | None = None) -> dict[str, torch.Tensor]:
+        """Eq. 6 (see loss.py): {loss_ce, loss_dice, loss_bce, loss}; weights default {ce: 2, dice: 5, bce: 5}."""
+        return set_criterion(outputs, targets, weights or DEFAULT_WEIGHTS)
+
+    # ----------------------------------------------------------------- notebook API
+    @torch.no_grad()
+    def classify_proposals(self, images: torch.Tensor, class_names: list[list[str]],
+                           proposals: torch.Tensor | None = None) -> dict:
+        """Convenience for notebooks: classify proposals (given or generated) against class names.
+        Returns forward()'s dict plus "probabilities" [B, Q, C+1] and "labels" [B, Q] (C = no object)."""
+        vocab = self.encode_vocabulary(class_names)
+        out = self.forward(images, vocab, proposals=proposals)
+        out["probabilities"] = out["class_logits"].softmax(-1)
+        out["labels"] = out["probabilities"].argmax(-1)
+        return out

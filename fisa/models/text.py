@@ -1,0 +1,78 @@
+"""Text side: prompt templates (a data file) and class-name embeddings with CLIP's text tower."""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TEMPLATES_FILE = Path(__file__).parent / "prompt_templates.json"
+
+
+@lru_cache(maxsize=None)
+def _all_templates() -> dict[str, list[str]]:
+    data = json.loads(TEMPLATES_FILE.read_text())
+    return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
+def prompt_templates(name_or_list: str | list[str]) -> list[str]:
+    """Templates by name from `prompt_templates.json` ("fcclip", "single"), or a literal list."""
+    if isinstance(name_or_list, (list, tuple)):
+        templates = list(name_or_list)
+    else:
+        sets = _all_templates()
+        if name_or_list not in sets:
+            raise ValueError(f"model.prompt_templates: unknown template set {name_or_list!r} "
+                             f"(known in {TEMPLATES_FILE}: {sorted(sets)})")
+        templates = sets[name_or_list]
+    bad = [t for t in templates if "{}" not in t]
+    if not templates or bad:
+        raise ValueError(f"model.prompt_templates: every template needs one '{{}}', got {bad or templates!r}")
+    return templates
+
+
+def validate_class_names(class_names) -> list[list[str]]:
+    """Check `class_names` is a non-empty list of non-empty synonym lists of strings."""
+    if not isinstance(class_names, (list, tuple)) or not class_names:
+        raise ValueError("class_names: expected a non-empty list of synonym lists")
+    out = []
+    for i, syns in enumerate(class_names):
+        if isinstance(syns, str):
+            syns = [syns]
+        if not syns or not all(isinstance(s, str) and s for s in syns):
+            raise ValueError(f"class_names[{i}]: expected a non-empty list of non-empty strings, got {syns!r}")
+        out.append(list(syns))
+    return out
+
+
+def encode_class_names(clip: nn.Module, tokenizer, class_names: list[list[str]], templates: list[str],
+                       batch_size: int = 1024) -> torch.Tensor:
+    """Text embeddings [C, D]: per synonym, the mean of its normalised template embeddings
+    (re-normalised); per class, the mean over synonyms, normalised again (FC-CLIP practice)."""
+    texts, owner = [], []
+    for c, syns in enumerate(class_names):
+        for s, name in enumerate(syns):
+            for t in templates:
+                texts.append(t.format(name))
+                owner.append((c, s))
+    device = next(clip.parameters()).device
+    embs = []
+    for i in range(0, len(texts), batch_size):
+        tokens = tokenizer(texts[i:i + batch_size]).to(device)
+        embs.append(F.normalize(clip.encode_text(tokens), dim=-1))
+    emb = torch.cat(embs).view(-1, len(templates), embs[0].shape[-1])  # [sum synonyms, T, D]
+    syn_emb = F.normalize(emb.mean(1), dim=-1)  # [S, D]
+    counts = torch.tensor([len(s) for s in class_names], device=device)
+    class_idx = torch.repeat_interleave(torch.arange(len(class_names), device=device), counts)
+    cls_emb = torch.zeros(len(class_names), syn_emb.shape[1], device=device, dtype=syn_emb.dtype)
+    cls_emb = cls_emb.index_add(0, class_idx, syn_emb)
+    return F.normalize(cls_emb, dim=-1)
+
+
+def get_tokenizer(model_name: str):
+    """open_clip's tokenizer for `model_name` (BPE vocabulary ships with open_clip: offline)."""
+    return open_clip.get_tokenizer(model_name)
