@@ -1,0 +1,329 @@
+"""Render a paper table from `metrics.csv`: reproduced, paper and difference per cell.
+
+The layout of every table (rows = experiments or other methods, columns = dataset x
+metric) is data in `analysis/layouts.yaml`; the paper's numbers are in
+`analysis/paper_numbers.csv`. For each reproduced row the table prints three lines:
+the reproduced value (mean ± sample std over seeds, with n), the paper's value, and
+the difference. Other methods' rows are printed as reported by the paper. A missing
+result is the visible placeholder `missing`, never a dropped row.
+
+    python -m analysis.tables --target table1_main --preset small \
+        --metrics results/small/metrics.csv --out-tex t.tex --out-md t.md
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+import yaml
+
+from analysis.aggregate import read_metrics
+from fisa.utils.io import atomic_write_text
+
+HERE = Path(__file__).resolve().parent
+PAPER_NUMBERS = HERE / "paper_numbers.csv"
+LAYOUTS = HERE / "layouts.yaml"
+TARGETS = HERE / "targets.yaml"
+
+MISSING = "missing"       # a reproduced result that does not exist (yet)
+NOT_REPORTED = "-"        # the paper gives no number for this cell
+ANY_DATASET = "*"
+
+SOURCE_PAPER_ONLY = "reported by the paper"
+SOURCE_PAPER = "paper"
+SOURCE_DIFF = "Δ (ours − paper)"
+
+
+class LayoutError(ValueError):
+    """The table layout or the paper numbers are inconsistent; the message names the key."""
+
+
+@dataclass
+class Line:
+    """One printed line of a table: a row label (empty on continuation lines), its source and cells."""
+
+    label: str
+    source: str
+    cells: list[str]
+    values: list[float | None]          # the numbers behind `cells` (None = placeholder / not reported)
+    experiment: str | None = None
+    n: list[int] = field(default_factory=list)   # seeds per cell (reproduced lines)
+    device: str | None = None
+
+
+@dataclass
+class Table:
+    """A rendered table, before formatting as LaTeX or Markdown."""
+
+    target: str
+    preset: str
+    title: str
+    columns: list[str]
+    lines: list[Line]
+    notes: list[str]
+
+    @property
+    def caption(self) -> str:
+        """The caption: what the table shows, from which preset, how to read the lines."""
+        return (f"{self.title}. Preset: {self.preset}. Reproduced lines: mean ± sample std over n seeds; "
+                f"'{SOURCE_PAPER}': the paper's number; Δ = reproduced − paper; "
+                f"'{MISSING}': no result yet; '{NOT_REPORTED}': not reported by the paper. "
+                f"Rows marked '{SOURCE_PAPER_ONLY}' are other methods' numbers, not re-run.")
+
+    def line(self, label: str, source_prefix: str) -> Line:
+        """The line under row `label` whose source starts with `source_prefix` (for tests and notebooks)."""
+        current = None
+        for ln in self.lines:
+            current = ln.label or current
+            if current == label and ln.source.startswith(source_prefix):
+                return ln
+        raise KeyError(f"no line {source_prefix!r} under row {label!r} in {self.target}")
+
+
+# ---------------------------------------------------------------- inputs
+
+
+@lru_cache(maxsize=None)
+def _yaml(path: str) -> dict:
+    return yaml.safe_load(Path(path).read_text()) or {}
+
+
+def load_paper_numbers(path: str | Path = PAPER_NUMBERS) -> pd.DataFrame:
+    """The paper's numbers: columns table, row, column, value (float)."""
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if list(df.columns[:4]) != ["table", "row", "column", "value"]:
+        raise LayoutError(f"{path}: expected columns table,row,column,value, got {list(df.columns)}")
+    dup = df[df.duplicated(["table", "row", "column"], keep=False)]
+    if len(dup):
+        raise LayoutError(f"{path}: duplicated cells {dup[['table', 'row', 'column']].values.tolist()}")
+    df["text"] = df["value"].str.strip()  # printed as transcribed (4760, not 4760.0)
+    try:
+        df["value"] = df["value"].astype(float)
+    except ValueError as err:
+        raise LayoutError(f"{path}: a value is not a number ({err})") from err
+    return df
+
+
+def paper_value(paper: pd.DataFrame, table: str, row: str, column: str) -> float | None:
+    """One paper number, or None when the paper does not report it."""
+    hit = paper[(paper.table == table) & (paper.row == row) & (paper.column == column)]
+    return float(hit.value.iloc[0]) if len(hit) else None
+
+
+def _paper_text(paper: pd.DataFrame, table: str, row: str, column: str) -> str:
+    hit = paper[(paper.table == table) & (paper.row == row) & (paper.column == column)]
+    if not len(hit):
+        return NOT_REPORTED
+    return str(hit.text.iloc[0]) if "text" in hit else format(float(hit.value.iloc[0]), "g")
+
+
+def load_layout(target: str, layouts: str | Path = LAYOUTS, targets: str | Path = TARGETS) -> dict:
+    """The layout of `target`, checked against `targets.yaml` (its experiments must be built for it)."""
+    all_layouts = _yaml(str(layouts))
+    if target not in all_layouts:
+        raise LayoutError(f"{layouts}: no table layout {target!r}; known: {sorted(all_layouts)}")
+    layout = all_layouts[target]
+    for key in ("paper_table", "title", "columns", "rows"):
+        if key not in layout:
+            raise LayoutError(f"{layouts}: {target}.{key} is missing")
+    built = set((_yaml(str(targets)).get(target) or {}).get("experiments", []))
+    for row in layout["rows"]:
+        exp = row.get("experiment")
+        if exp is not None and exp not in built:
+            raise LayoutError(f"{layouts}: {target} row {row['label']!r} reads experiment {exp!r}, "
+                              f"which {targets} does not build for {target} ({sorted(built)})")
+    return layout
+
+
+# ---------------------------------------------------------------- building
+
+
+def _fmt(value: float, spec: str) -> str:
+    return format(value, spec)
+
+
+def _cell_stats(metrics: pd.DataFrame, experiment: str, column: dict, device: str | None):
+    sel = metrics[(metrics.experiment == experiment) & (metrics.metric == column["metric"])]
+    if column["dataset"] != ANY_DATASET:
+        sel = sel[sel.dataset == column["dataset"]]
+    elif device is not None:
+        sel = sel[sel.device == device]
+    vals = sel.value.astype(float).dropna() * float(column.get("scale", 1.0))
+    if vals.empty:
+        return None, None, 0
+    std = float(vals.std(ddof=1)) if len(vals) > 1 else None
+    return float(vals.mean()), std, int(len(vals))
+
+
+def _n_text(ns: list[int]) -> str:
+    present = [n for n in ns if n]
+    if not present:
+        return "no results"
+    lo, hi = min(present), max(present)
+    return f"n={lo}" if lo == hi else f"n={lo}–{hi}"
+
+
+def _devices(metrics: pd.DataFrame, experiment: str, layout: dict) -> list[str | None]:
+    if not layout.get("split_by_device"):
+        return [None]
+    eff = {c["metric"] for c in layout["columns"] if c["dataset"] == ANY_DATASET}
+    sel = metrics[(metrics.experiment == experiment) & metrics.metric.isin(eff)]
+    devices = sorted(set(sel.device.fillna("").astype(str)))
+    return devices or [None]
+
+
+def build_table(target: str, metrics: pd.DataFrame, preset: str, paper: pd.DataFrame | None = None,
+                layouts: str | Path = LAYOUTS, targets: str | Path = TARGETS) -> Table:
+    """Lay out `target` from tidy `metrics` (the rows of metrics.csv) and the paper's numbers."""
+    layout = load_layout(target, layouts, targets)
+    paper = load_paper_numbers() if paper is None else paper
+    table_key = layout["paper_table"]
+    columns = layout["columns"]
+    labels = [c["label"] for c in columns]
+    for row in layout["rows"]:
+        if row.get("paper_row") and not any(paper_value(paper, table_key, row["paper_row"], l) is not None
+                                            for l in labels):
+            raise LayoutError(f"layout {target}: paper row {row['paper_row']!r} has no number in "
+                              f"{table_key} of paper_numbers.csv")
+    metrics = metrics[metrics.preset == preset] if "preset" in metrics else metrics
+    lines: list[Line] = []
+    notes: list[str] = []
+    for row in layout["rows"]:
+        exp, prow = row.get("experiment"), row.get("paper_row")
+        paper_vals = [paper_value(paper, table_key, prow, l) if prow else None for l in labels]
+        paper_cells = [_paper_text(paper, table_key, prow, l) if prow else NOT_REPORTED for l in labels]
+        if exp is None:
+            lines.append(Line(row["label"], SOURCE_PAPER_ONLY, paper_cells, paper_vals))
+            continue
+        first = True
+        repro_lines = []
+        for device in _devices(metrics, exp, layout):
+            stats = [_cell_stats(metrics, exp, c, device) for c in columns]
+            cells = [MISSING if m is None else _fmt(m, c.get("fmt", ".1f")) + ("" if s is None else f" ± {_fmt(s, c.get('fmt', '.1f'))}")
+                     for (m, s, _), c in zip(stats, columns)]
+            source = "reproduced" + (f", {device or 'unknown device'}" if device is not None else "")
+            source += f" ({_n_text([n for _, _, n in stats])})"
+            ln = Line(row["label"] if first else "", source, cells, [m for m, _, _ in stats], exp,
+                      [n for _, _, n in stats], device)
+            first = False
+            lines.append(ln)
+            repro_lines.append(ln)
+        if prow:
+            lines.append(Line("", SOURCE_PAPER, paper_cells, paper_vals, exp))
+            for ln in repro_lines:
+                diffs = [None if (m is None or p is None) else m - p for m, p in zip(ln.values, paper_vals)]
+                cells = [NOT_REPORTED if d is None else _fmt(d, "+" + c.get("fmt", ".1f"))
+                         for d, c in zip(diffs, columns)]
+                suffix = f", {ln.device or 'unknown device'}" if ln.device is not None else ""
+                lines.append(Line("", SOURCE_DIFF + suffix, cells, diffs, exp, device=ln.device))
+        notes += _provenance_notes(metrics, exp, row["label"])
+    if layout.get("split_by_device"):
+        devices = sorted({ln.device for ln in lines if ln.device})
+        if not devices:
+            notes.insert(0, "Efficiency device: unknown (no efficiency record yet).")
+        elif len(devices) == 1:
+            notes.insert(0, f"Efficiency measured on: {devices[0]}.")
+        else:
+            notes.insert(0, f"WARNING: efficiency measured on several devices ({', '.join(devices)}); "
+                            f"one line per device, never averaged across devices.")
+    return Table(target, preset, layout["title"], labels, lines, notes)
+
+
+def _provenance_notes(metrics: pd.DataFrame, experiment: str, label: str) -> list[str]:
+    sel = metrics[metrics.experiment == experiment]
+    if sel.empty:
+        return [f"{label} ({experiment}): no result yet."]
+    commits = sorted(set(sel.commit.fillna("").astype(str)) - {""})
+    hashes = sorted(set(sel.config_hash.fillna("").astype(str)) - {""})
+    note = f"{label} ({experiment}): commit {', '.join(c[:10] for c in commits) or 'unknown'}; " \
+           f"config {', '.join(hashes) or 'unknown'}."
+    if len(hashes) > 1:
+        note += " WARNING: several config hashes pooled."
+    return [note]
+
+
+# ---------------------------------------------------------------- formatting
+
+
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX specials; ± − Δ – become math/text commands (the file stays ASCII)."""
+    out = "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
+    return (out.replace("±", r"$\pm$").replace("−", "$-$").replace("Δ", r"$\Delta$").replace("–", "--"))
+
+
+def _latex_cell(text: str) -> str:
+    if text == MISSING:
+        return r"\textit{missing}"
+    return latex_escape(text)
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs table (needs \\usepackage{booktabs}); row groups separated by \\addlinespace."""
+    spec = "ll" + "c" * len(table.columns)
+    out = [f"% Generated by analysis.tables ({table.target}, preset {table.preset}); do not edit by hand.",
+           r"\begin{table}[t]", r"\centering", r"\small",
+           rf"\caption{{{latex_escape(table.caption)}}}", rf"\label{{tab:{table.target}}}",
+           rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+           " & ".join(["Method", "Source"] + [latex_escape(c) for c in table.columns]) + r" \\", r"\midrule"]
+    for i, ln in enumerate(table.lines):
+        if ln.label and i > 0 and (ln.experiment or table.lines[i - 1].experiment):
+            out.append(r"\addlinespace")  # set reproduced groups (ours / paper / delta) apart
+        out.append(" & ".join([latex_escape(ln.label), latex_escape(ln.source)] + [_latex_cell(c) for c in ln.cells])
+                   + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}"]
+    if table.notes:
+        out.append(r"\par\smallskip\footnotesize " + r" \\ ".join(latex_escape(n) for n in table.notes))
+    out += [r"\end{table}", ""]
+    return "\n".join(out)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", r"\|")
+
+
+def to_markdown(table: Table) -> str:
+    """A GitHub-flavoured Markdown table with the caption above and the provenance notes below."""
+    out = [f"**{_md_escape(table.title)}** (preset `{table.preset}`)", "", _md_escape(table.caption), "",
+           "| " + " | ".join(["Method", "Source"] + [_md_escape(c) for c in table.columns]) + " |",
+           "| " + " | ".join(["---", "---"] + ["---:"] * len(table.columns)) + " |"]
+    for ln in table.lines:
+        cells = [f"**{MISSING}**" if c == MISSING else _md_escape(c) for c in ln.cells]
+        out.append("| " + " | ".join([_md_escape(ln.label), _md_escape(ln.source)] + cells) + " |")
+    if table.notes:
+        out += [""] + [f"- {_md_escape(n)}" for n in table.notes]
+    return "\n".join(out) + "\n"
+
+
+def render(target: str, preset: str, metrics_csv: str | Path, out_tex: str | Path | None = None,
+           out_md: str | Path | None = None) -> Table:
+    """Build `target` from a metrics.csv and write its LaTeX and Markdown files (atomically)."""
+    table = build_table(target, read_metrics(metrics_csv), preset)
+    if out_tex:
+        atomic_write_text(out_tex, to_latex(table))
+    if out_md:
+        atomic_write_text(out_md, to_markdown(table))
+    return table
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--target", required=True, help="e.g. table1_main (see analysis/layouts.yaml)")
+    p.add_argument("--preset", required=True)
+    p.add_argument("--metrics", required=True, help="results/<preset>/metrics.csv")
+    p.add_argument("--out-tex", required=True)
+    p.add_argument("--out-md", required=True)
+    args = p.parse_args(argv)
+    render(args.target, args.preset, args.metrics, args.out_tex, args.out_md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Golden tests of the rendered tables: cells, differences, placeholders, devices."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from analysis import aggregate as agg
+from analysis import tables as T
+from tests.analysis_fixtures import classes_of, write_efficiency, write_eval
+
+
+def _metrics(paths, eff=()):
+    return agg.aggregate("small", paths, eff, classes_of=classes_of)[0]
+
+
+@pytest.fixture
+def table1_metrics(tmp_path):
+    paths = [write_eval(tmp_path, "fisa_main", 0, "ade150", {"PQ": 27.0, "mIoU": 36.0}),
+             write_eval(tmp_path, "fisa_main", 1, "ade150", {"PQ": 29.0, "mIoU": 37.0}),
+             write_eval(tmp_path, "fisa_main", 0, "coco", {"PQ": 50.0, "mIoU": 60.0}),
+             write_eval(tmp_path, "baseline", 0, "ade150", {"PQ": 9.0, "mIoU": 20.0})]
+    return _metrics(paths)
+
+
+def test_paper_numbers_hold_spec_values():
+    paper = T.load_paper_numbers()
+    expect = {("table1", "FISA", "ADE150 PQ"): 28.1, ("table1", "FC-CLIP", "Mapillary mIoU"): 27.9,
+              ("table1", "OVSeg", "PC459 mIoU"): 15.7, ("table2", "MAFT+", "GPU hours"): 224,
+              ("table2", "FISA", "memory GB"): 10.2, ("table2", "FISA", "trainable params (M)"): 26,
+              ("table3a", "+ SEVE + full fine-tune", "ADE150 PQ"): 14.9,
+              ("table3b", "LoRA rank 64", "ADE150 PQ"): 25.9, ("table3c", "3 layers", "ADE150 PQ"): 27.2,
+              ("table3d", "+ adapt mask generator", "ADE150 PQ"): 21.9,
+              ("table3e", "EVA01-g-14-plus", "ADE150 mIoU"): 36.4, ("table3f", "with FISA", "RefCOCO+"): 25.9,
+              ("table4", "ResNet-50", "ADE847 mIoU"): 15.8, ("fig2a", "oracle classifier", "mIoU"): 60.5,
+              ("fig2a", "oracle classifier - oracle generator", "PQ"): 12.7,
+              ("fig3", "seve - baseline", "max IoU gain"): 13.7,
+              ("fig7", "FISA - MAFT+", "PQ at 100 iterations"): 22.6,
+              ("fig7", "FISA - MAFT+", "PQ at 0.1% data"): 10.1}
+    for (table, row, col), value in expect.items():
+        assert T.paper_value(paper, table, row, col) == pytest.approx(value), (table, row, col)
+    # Table 1 has 10 methods x 9 columns minus the 33 cells the paper leaves blank
+    assert (paper.table == "table1").sum() == 90 - 33
+    assert T.paper_value(paper, "table1", "FreeSeg", "ADE847 mIoU") is None
+
+
+SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "SPEC.md"
+
+
+@pytest.mark.skipif(not SPEC.exists(), reason="the team's SPEC.md is not beside the checkout")
+def test_paper_numbers_match_every_markdown_table_of_spec():
+    """Independent reference: re-read Tables 1, 2 and 4 from SPEC.md's Markdown tables."""
+    paper = T.load_paper_numbers()
+    text = SPEC.read_text().split("### ")
+    sections = {"table1": "Table 1", "table2": "Table 2", "table4": "Table 4"}
+    rename = {"inference FPS": "FPS", "inference memory GB": "memory GB", "train GPU hours": "GPU hours",
+              "train iterations (K)": "iterations (K)"}
+    checked = 0
+    for key, title in sections.items():
+        block = next(b for b in text if b.startswith(title))
+        rows = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in block.splitlines() if ln.startswith("|")]
+        header = [rename.get(h, h) for h in rows[0]]
+        for row in rows[2:]:
+            for col, cell in zip(header[1:], row[1:]):
+                expected = None if cell == "-" else float(cell)
+                assert T.paper_value(paper, key, row[0], col) == expected, (key, row[0], col)
+                checked += 1
+    assert checked == 90 + 24 + 15
+
+
+def test_table1_cells_differences_and_placeholders(table1_metrics):
+    table = T.build_table("table1_main", table1_metrics, "small")
+    ours = table.line("FISA", "reproduced")
+    col = table.columns.index("ADE150 PQ")
+    assert ours.cells[col] == "28.0 ± 1.4"       # mean 28, sample std sqrt(2)
+    assert ours.n[col] == 2 and ours.source == "reproduced (n=1–2)"
+    assert table.line("FISA", "paper").cells[col] == "28.1"
+    assert table.line("FISA", "Δ").cells[col] == "-0.1"
+    assert table.line("FISA", "Δ").cells[table.columns.index("COCO mIoU")] == "-7.1"
+    assert ours.cells[table.columns.index("PC59 mIoU")] == T.MISSING
+    assert table.line("FISA", "Δ").cells[table.columns.index("PC59 mIoU")] == T.NOT_REPORTED
+    odise = table.line("ODISE", T.SOURCE_PAPER_ONLY)
+    assert odise.cells[table.columns.index("Mapillary mIoU")] == T.NOT_REPORTED
+    base = table.line("Frozen baseline (ours)", "reproduced")
+    assert base.cells[col] == "9.0" and base.source == "reproduced (n=1)"
+    # every layout row is there, in order, even when nothing was reproduced
+    assert [ln.label for ln in table.lines if ln.label] == [r["label"] for r in T.load_layout("table1_main")["rows"]]
+
+
+def test_table1_latex_and_markdown(table1_metrics, tmp_path):
+    mcsv = tmp_path / "metrics.csv"
+    agg.write_csv(table1_metrics, mcsv)
+    T.main(["--target", "table1_main", "--preset", "small", "--metrics", str(mcsv),
+            "--out-tex", str(tmp_path / "t.tex"), "--out-md", str(tmp_path / "t.md")])
+    tex = (tmp_path / "t.tex").read_text()
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\label{tab:table1_main}" in tex
+    assert r"FISA & reproduced (n=1--2) & 50.0 & 60.0 & 28.0 $\pm$ 1.4 & 36.5 $\pm$ 0.7 & \textit{missing}" in tex
+    assert r" & $\Delta$ (ours $-$ paper) & -6.4 & -7.1 & -0.1 & -0.3 & - & - & - & - & - \\" in tex
+    assert r"MAFT+ & reported by the paper & - & - & 27.1 & 36.1 & - & - & 15.1 & 59.4 & 21.6 \\" in tex
+    assert "Preset: small" in tex
+    assert tex.isascii()
+    md = (tmp_path / "t.md").read_text()
+    assert "| FISA | reproduced (n=1–2) | 50.0 | 60.0 | 28.0 ± 1.4 | 36.5 ± 0.7 | **missing** |" in md
+    assert "|  | paper | 56.4 | 67.1 | 28.1 | 36.8 | 19.0 | 29.7 | 16.1 | 62.4 | 23.6 |" in md
+    assert "| SED | reported by the paper |" in md
+    assert "fisa_main): commit 0123456789; config cfg0." in md
+
+
+@pytest.mark.parametrize("target", ["table1_main", "table2_efficiency", "table3a_components", "table3b_lora",
+                                    "table3c_adapter_layers", "table3d_tuned_parameters", "table3e_backbones",
+                                    "table3f_refcoco", "table4_mask_generators"])
+def test_every_target_renders_with_no_results(target):
+    empty = pd.DataFrame(columns=agg.METRIC_COLUMNS)
+    table = T.build_table(target, empty, "paper")
+    layout = T.load_layout(target)
+    assert [ln.label for ln in table.lines if ln.label] == [r["label"] for r in layout["rows"]]
+    for ln in table.lines:
+        if ln.source.startswith("reproduced"):
+            assert set(ln.cells) == {T.MISSING}
+    assert T.MISSING in T.to_markdown(table) and r"\textit{missing}" in T.to_latex(table)
+
+
+def test_table2_names_the_device_and_splits_mixed_devices(tmp_path):
+    evals = [write_eval(tmp_path, "fisa_main", 0, "ade150", {"PQ": 28.0, "mIoU": 36.0})]
+    eff = [write_efficiency(tmp_path, "fisa_main", {"FPS": 2.0, "memory_GB": 10.0, "gpu_hours": 40.0,
+                                                    "iterations": 25000, "trainable_params": 26.4e6})]
+    table = T.build_table("table2_efficiency", _metrics(evals, eff), "small")
+    assert table.notes[0] == "Efficiency measured on: NVIDIA H200."
+    ours = table.line("FISA", "reproduced")
+    assert ours.source == "reproduced, NVIDIA H200 (n=1)"
+    assert ours.cells == ["2.00", "10.0", "40.0", "25", "26.4", "28.0", "36.0"]
+    assert table.line("FISA", "Δ").cells[:2] == ["-0.63", "-0.2"]
+    assert table.line("FISA", "paper").cells[2] == "45"
+
+    eff.append(write_efficiency(tmp_path, "fisa_main", {"FPS": 1.0}, device="NVIDIA A100", name="other", seed=1))
+    table = T.build_table("table2_efficiency", _metrics(evals, eff), "small")
+    assert "several devices (NVIDIA A100, NVIDIA H200)" in table.notes[0]
+    fps = table.columns.index("FPS")
+    assert table.line("FISA", "reproduced, NVIDIA A100").cells[fps] == "1.00"
+    assert table.line("FISA", "reproduced, NVIDIA H200").cells[fps] == "2.00"   # never averaged to 1.50
+    assert "WARNING" in T.to_latex(table)
+
+
+def test_table3f_uses_referring_miou(tmp_path):
+    paths = [write_eval(tmp_path, "fisa", 0, "refcoco", {"mIoU": 30.0, "oIoU": 1.0}),
+             write_eval(tmp_path, "baseline", 0, "refcocoplus", {"mIoU": 20.0, "oIoU": 1.0})]
+    table = T.build_table("table3f_refcoco", _metrics(paths), "small")
+    assert table.line("with FISA", "reproduced").cells == ["30.0", T.MISSING]
+    assert table.line("with FISA", "Δ").cells == ["+5.4", T.NOT_REPORTED]
+    assert table.line("without FISA", "reproduced").cells == [T.MISSING, "20.0"]
+
+
+def test_layout_reading_an_experiment_the_target_does_not_build(tmp_path):
+    layouts = tmp_path / "layouts.yaml"
+    bad = yaml.safe_load(T.LAYOUTS.read_text())
+    bad["table3b_lora"]["rows"][0]["experiment"] = "lora_r999"
+    layouts.write_text(yaml.safe_dump(bad))
+    with pytest.raises(T.LayoutError, match="lora_r999"):
+        T.load_layout("table3b_lora", layouts)
+    with pytest.raises(T.LayoutError, match="no table layout 'table9'"):
+        T.load_layout("table9")
+
+
+def test_latex_escaping():
+    assert T.latex_escape("a_b & 5% #1 ± Δ") == r"a\_b \& 5\% \#1 $\pm$ $\Delta$"
