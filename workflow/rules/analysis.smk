@@ -41,6 +41,8 @@ rule aggregate:
         if input.efficiency else "",
     log:
         log_path("aggregate", "all"),
+    conda:
+        CONDA_ENV
     threads: rule_threads("aggregate")
     resources:
         **rule_resources("aggregate"),
@@ -70,6 +72,8 @@ for _target in TARGETS:
             if input.efficiency else "",
         log:
             log_path("aggregate", _target),
+        conda:
+            CONDA_ENV
         threads: rule_threads("aggregate")
         resources:
             **rule_resources("aggregate"),
@@ -91,6 +95,8 @@ for _target in TARGETS:
                 preset=PRESET,
             log:
                 log_path("tables", _target),
+            conda:
+                CONDA_ENV
             threads: rule_threads("tables")
             resources:
                 **rule_resources("tables"),
@@ -118,6 +124,8 @@ for _target in TARGETS:
                 results=RESULTS,
             log:
                 log_path("figures", _target),
+            conda:
+                CONDA_ENV
             threads: rule_threads("figures")
             resources:
                 **rule_resources("figures"),

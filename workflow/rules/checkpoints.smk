@@ -14,6 +14,8 @@ rule fetch_checkpoint:
         engine=ENGINE_ARGS,
     log:
         log_path("fetch_checkpoint", "{kind}_{name}"),
+    conda:
+        CONDA_ENV
     threads: rule_threads("fetch_checkpoint")
     resources:
         **rule_resources("fetch_checkpoint"),
@@ -57,6 +59,8 @@ rule train_generator:
         launch=launcher("train_generator"),
     log:
         log_path("train_generator", "{generator}"),
+    conda:
+        CONDA_ENV
     threads: rule_threads("train_generator")
     resources:
         **rule_resources("train_generator"),

@@ -14,6 +14,8 @@ from fisa.config import (ConfigError, config_hash, experiment_names, preset_name
 # Paths of the repository (not of --directory): the schema and the targets travel with the code.
 REPO = Path(workflow.basedir)
 SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
+# Conda environment of every job (with --software-deployment-method conda).
+CONDA_ENV = str(REPO / "envs/fisa.yaml")
 
 # Fail before any job is submitted, naming the offending key (fisa's message lists the
 # key paths; snakemake's validate then fills in the schema's defaults).

@@ -13,6 +13,8 @@ if DATA_SOURCE == "synthetic":
             root=DATA_ROOT,
         log:
             log_path("synthetic_data", "synthetic_data"),
+        conda:
+            CONDA_ENV
         threads: rule_threads("synthetic_data")
         resources:
             **rule_resources("synthetic_data"),
@@ -37,6 +39,8 @@ else:
                 root=DATA_ROOT,
             log:
                 log_path("download", _ds),
+            conda:
+                CONDA_ENV
             threads: rule_threads("download")
             resources:
                 **rule_resources("download"),
@@ -56,6 +60,8 @@ else:
                 root=DATA_ROOT,
             log:
                 log_path("prepare", _ds),
+            conda:
+                CONDA_ENV
             threads: rule_threads("prepare")
             resources:
                 **rule_resources("prepare"),

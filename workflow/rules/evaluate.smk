@@ -14,6 +14,8 @@ rule evaluate:
         config_hash=_experiment_hash,
     log:
         log_path("evaluate", "{experiment}", "seed{seed}", "{dataset}"),
+    conda:
+        CONDA_ENV
     threads: rule_threads("evaluate")
     resources:
         **rule_resources("evaluate"),
@@ -37,6 +39,8 @@ rule efficiency:
         config_hash=lambda wc: config_hash(resolved(wc.experiment)),
     log:
         log_path("efficiency", "{experiment}"),
+    conda:
+        CONDA_ENV
     threads: rule_threads("efficiency")
     resources:
         **rule_resources("efficiency"),
