@@ -1,0 +1,248 @@
+"""`python -m fisa.engine.evaluate`: one model on one dataset -> predictions + one metrics JSON.
+
+    python -m fisa.engine.evaluate --config config.yaml --preset small --experiment fisa \
+        --seed 0 --dataset ade150 --run-dir results/small/runs/fisa/seed0 \
+        --output results/small/eval/fisa/seed0/ade150.json
+
+Predictions go beside the JSON, in `<output without .json>/`:
+`semantic/<file stem>.png` (contiguous class ids; 16-bit when there are > 255 classes,
+the ignore value never appears) and `panoptic/<file stem>.png` + `panoptic.json`
+(panopticapi format: RGB-encoded segment ids, the dataset's own category ids). Then the
+metrics (`fisa.metrics`), per class included, and the JSON
+`{experiment, dataset, preset, seed, metrics, per_class, provenance}` (percent), atomically.
+
+Oracle variants (Fig. 2a) get the ground truth passed to the model; referring datasets
+(Tab. 3f) use the zero-shot protocol of `inference.referring_masks`. Deterministic given
+the checkpoint (no randomness at inference; `torch.use_deterministic_algorithms` on).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fisa.config import config_hash
+from fisa.engine import provenance
+from fisa.engine.common import add_common_args, load_run_model, pick_device, resolved_from_args, setup_logging
+from fisa.engine.inference import predict, referring_masks, run_model
+from fisa.utils.io import atomic_path, atomic_write_json
+
+log = logging.getLogger("fisa.evaluate")
+
+ORACLE_VARIANTS = ("oracle_generator", "oracle_classifier")
+
+
+def prediction_dir(output: str | Path) -> Path:
+    """Where predictions of an evaluation JSON go: the JSON's path without `.json`."""
+    output = Path(output)
+    return output.with_suffix("") if output.suffix == ".json" else output.parent / (output.name + "_predictions")
+
+
+def write_semantic_png(path: Path, labels: np.ndarray, num_classes: int) -> None:
+    """Contiguous class ids as an 8-bit PNG, or 16-bit when there are more than 255 classes."""
+    dtype = np.uint16 if num_classes > 255 else np.uint8
+    with atomic_path(path) as tmp:
+        Image.fromarray(labels.astype(dtype)).save(tmp, format="PNG")
+
+
+def id2rgb(ids: np.ndarray) -> np.ndarray:
+    """panopticapi's encoding: id = R + 256 G + 256^2 B -> uint8 [H, W, 3]."""
+    ids = ids.astype(np.uint32)
+    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], -1).astype(np.uint8)
+
+
+def _file_stem(item: dict) -> str:
+    return Path(str(item.get("file_name", item.get("image_id")))).stem
+
+
+def _category_ids(meta, gt_json: dict | None) -> list[int]:
+    """Dataset category id of each contiguous class index."""
+    ids = getattr(meta, "category_ids", None)
+    if ids:
+        return list(ids)
+    if gt_json is not None:
+        cats = sorted(gt_json["categories"], key=lambda c: c["id"])
+        if len(cats) == len(meta.classes):
+            return [c["id"] for c in cats]
+        raise ValueError(f"{meta.name}: panoptic categories ({len(cats)}) do not match the registry's "
+                         f"{len(meta.classes)} classes")
+    return list(range(len(meta.classes)))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, output: str | Path,
+             device: torch.device | None = None) -> dict:
+    """Evaluate the run of `resolved` on `dataset_name`; writes predictions and `output`; returns the record."""
+    from fisa.data.datasets import build_dataset
+    from fisa.data.registry import get_meta, panoptic_gt
+    from fisa.metrics.semantic import SemSegEvaluator
+
+    t_start = time.perf_counter()
+    device = device or pick_device(resolved)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    meta = get_meta(dataset_name)
+    ev = resolved["eval"]
+    min_size, max_size = int(ev["min_size"]), int(ev["max_size"])
+    model, ckpt = load_run_model(resolved, run_dir, device)
+    model.eval()
+    dataset = build_dataset(dataset_name, meta.eval_split, resolved["data_root"])
+    n = len(dataset) if not ev.get("max_images") else min(len(dataset), int(ev["max_images"]))
+    tasks = set(meta.tasks)
+    variant = resolved["variant"]
+    if variant in ORACLE_VARIANTS and not tasks & {"semantic", "panoptic"}:
+        raise ValueError(f"{variant} needs a dataset with segment ground truth; {dataset_name} has {sorted(tasks)}")
+    out_dir = prediction_dir(output)
+    log.info("evaluating %s (seed %d) on %s: %d images, tasks %s, predictions in %s", resolved["experiment"],
+             resolved["seed"], dataset_name, n, sorted(tasks), out_dir)
+
+    metrics, per_class, seconds = {}, {}, []
+    if "referring" in tasks:
+        from fisa.metrics.referring import ReferringEvaluator
+
+        evaluator = ReferringEvaluator()
+        for i in range(n):
+            item = dataset[i]
+            t0 = time.perf_counter()
+            masks = referring_masks(model, item["image"], list(item["expressions"]), min_size, max_size).cpu()
+            seconds.append(time.perf_counter() - t0)
+            gt = item["mask"]
+            for e in range(masks.shape[0]):
+                g = gt[e] if gt.ndim == 3 else gt
+                evaluator.process(masks[e].numpy(), g.numpy().astype(bool))
+        metrics.update(evaluator.evaluate())
+    else:
+        classes = meta.classes
+        names = [c[0] for c in classes]
+        with torch.no_grad():
+            vocabulary = model.encode_vocabulary(classes)
+        sem_eval = SemSegEvaluator(len(classes), meta.ignore_label) if "semantic" in tasks else None
+        gt_json_path = gt_dir = None
+        gt_json = None
+        if "panoptic" in tasks:
+            gt_json_path, gt_dir = panoptic_gt(dataset_name, resolved["data_root"])
+            gt_json = json.loads(Path(gt_json_path).read_text())
+        cat_ids = _category_ids(meta, gt_json)
+        pan_annotations, used_images = [], []
+        for i in range(n):
+            item = dataset[i]
+            stem = _file_stem(item)
+            targets = None
+            if variant in ORACLE_VARIANTS:
+                targets = [_gt_segments(item, meta)]
+            t0 = time.perf_counter()
+            outputs = run_model(model, item["image"], vocabulary, min_size, max_size, targets=targets)
+            pred = predict(outputs, tasks, meta.thing, ev)
+            seconds.append(time.perf_counter() - t0)
+            if sem_eval is not None:
+                labels = pred["semantic"].cpu().numpy()
+                sem_eval.process(labels, item["sem_seg"].numpy())
+                write_semantic_png(out_dir / "semantic" / f"{stem}.png", labels, len(classes))
+            if "panoptic" in tasks:
+                seg, segments = pred["panoptic"]
+                with atomic_path(out_dir / "panoptic" / f"{stem}.png") as tmp:
+                    Image.fromarray(id2rgb(seg.cpu().numpy())).save(tmp, format="PNG")
+                pan_annotations.append({
+                    "image_id": item["image_id"], "file_name": f"{stem}.png",
+                    "segments_info": [{"id": s["id"], "category_id": cat_ids[s["category_id"]],
+                                       "isthing": int(s["isthing"]), "score": s["score"]} for s in segments]})
+                used_images.append(item["image_id"])
+        if sem_eval is not None:
+            sem = sem_eval.evaluate()
+            for k in ("mIoU", "fwIoU", "mACC", "pACC"):
+                metrics[k] = float(sem[k])
+            for name, iou in zip(names, sem["IoU"]):
+                per_class.setdefault(name, {})["IoU"] = None if iou is None or np.isnan(iou) else float(iou)
+        if "panoptic" in tasks:
+            metrics.update(_panoptic_metrics(out_dir, gt_json, gt_json_path, gt_dir, pan_annotations,
+                                             used_images, n < len(dataset), cat_ids, names, per_class))
+
+    record = {
+        "experiment": resolved["experiment"], "dataset": dataset_name, "preset": resolved["preset"],
+        "seed": resolved["seed"], "variant": variant, "metrics": metrics, "per_class": per_class,
+        "provenance": {
+            "commit": provenance.git_commit(), "config_hash": config_hash(resolved),
+            "checkpoint": str(ckpt) if ckpt else None, "checkpoint_sha256": _sha256(ckpt) if ckpt else None,
+            "device": provenance.device_name(device), "seed": resolved["seed"], "images": n,
+            "dataset_images": len(dataset), "predictions": str(out_dir),
+            "timings": {"total_s": round(time.perf_counter() - t_start, 3),
+                        "inference_s": round(sum(seconds), 3),
+                        "median_image_s": round(statistics.median(seconds), 4) if seconds else None},
+            "versions": provenance.library_versions(), "finished": provenance.now(),
+        },
+    }
+    atomic_write_json(output, record)
+    log.info("%s on %s: %s", resolved["experiment"], dataset_name,
+             ", ".join(f"{k}={v:.2f}" for k, v in metrics.items() if isinstance(v, (int, float))))
+    return record
+
+
+def _gt_segments(item: dict, meta) -> dict:
+    """Ground-truth segments {labels, masks} of an item (panoptic masks, else from sem_seg)."""
+    if "masks" in item and "labels" in item:
+        keep = ~item["iscrowd"].bool() if "iscrowd" in item else torch.ones(len(item["labels"]), dtype=torch.bool)
+        return {"labels": item["labels"][keep], "masks": item["masks"][keep]}
+    sem = item["sem_seg"]
+    labels = [c for c in torch.unique(sem).tolist() if c != meta.ignore_label]
+    return {"labels": torch.tensor(labels, dtype=torch.int64),
+            "masks": torch.stack([sem == c for c in labels]) if labels else torch.zeros(0, *sem.shape, dtype=torch.bool)}
+
+
+def _panoptic_metrics(out_dir, gt_json, gt_json_path, gt_dir, annotations, used_images, subset, cat_ids,
+                      names, per_class) -> dict:
+    """Write panoptic.json and run PQ; fills per_class PQ/SQ/RQ; returns PQ, SQ, RQ, PQ_th, PQ_st (percent)."""
+    from fisa.metrics.panoptic import pq_compute
+
+    pred_json = out_dir / "panoptic.json"
+    atomic_write_json(pred_json, {"annotations": annotations, "categories": gt_json["categories"]})
+    if subset:  # eval.max_images: PQ over the evaluated images only
+        keep = set(used_images)
+        sub = {**gt_json, "annotations": [a for a in gt_json["annotations"] if a["image_id"] in keep],
+               "images": [im for im in gt_json.get("images", []) if im["id"] in keep]}
+        gt_json_path = out_dir / "gt_subset.json"
+        atomic_write_json(gt_json_path, sub)
+    res = pq_compute(str(gt_json_path), str(gt_dir), str(pred_json), str(out_dir / "panoptic"))
+    out = {}
+    for key, group in (("", "All"), ("_th", "Things"), ("_st", "Stuff")):
+        g = res.get(group, {})
+        if key == "":
+            out.update(PQ=100 * g["pq"], SQ=100 * g["sq"], RQ=100 * g["rq"])
+        elif g.get("n", 1):
+            out[f"PQ{key}"] = 100 * g["pq"]
+    by_id = dict(zip(cat_ids, names))
+    for cid, v in (res.get("per_class") or {}).items():
+        name = by_id.get(int(cid))
+        if name is not None:
+            per_class.setdefault(name, {}).update(PQ=100 * v["pq"], SQ=100 * v["sq"], RQ=100 * v["rq"])
+    return out
+
+
+def main(argv=None) -> None:
+    """CLI entry point."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_args(ap)
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--run-dir", default=None, help="the training run folder (not needed for 0-iteration variants)")
+    ap.add_argument("--output", required=True, help="results/<P>/eval/<E>/seed<S>/<D>.json")
+    args = ap.parse_args(argv)
+    setup_logging()
+    resolved = resolved_from_args(args)
+    evaluate(resolved, args.dataset, args.run_dir, args.output)
+
+
+if __name__ == "__main__":
+    main()
