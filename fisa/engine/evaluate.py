@@ -53,12 +53,6 @@ def write_semantic_png(path: Path, labels: np.ndarray, num_classes: int) -> None
         Image.fromarray(labels.astype(dtype)).save(tmp, format="PNG")
 
 
-def id2rgb(ids: np.ndarray) -> np.ndarray:
-    """panopticapi's encoding: id = R + 256 G + 256^2 B -> uint8 [H, W, 3]."""
-    ids = ids.astype(np.uint32)
-    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], -1).astype(np.uint8)
-
-
 def _file_stem(item: dict) -> str:
     return Path(str(item.get("file_name", item.get("image_id")))).stem
 
@@ -90,6 +84,7 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
     """Evaluate the run of `resolved` on `dataset_name`; writes predictions and `output`; returns the record."""
     from fisa.data.datasets import build_dataset
     from fisa.data.registry import get_meta, panoptic_gt
+    from fisa.metrics.panoptic import id2rgb
     from fisa.metrics.semantic import SemSegEvaluator
 
     t_start = time.perf_counter()
@@ -155,7 +150,7 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
             if "panoptic" in tasks:
                 seg, segments = pred["panoptic"]
                 with atomic_path(out_dir / "panoptic" / f"{stem}.png") as tmp:
-                    Image.fromarray(id2rgb(seg.cpu().numpy())).save(tmp, format="PNG")
+                    Image.fromarray(id2rgb(seg.cpu().numpy().astype(np.uint32))).save(tmp, format="PNG")
                 pan_annotations.append({
                     "image_id": item["image_id"], "file_name": f"{stem}.png",
                     "segments_info": [{"id": s["id"], "category_id": cat_ids[s["category_id"]],

@@ -238,7 +238,7 @@ def train_loop(model: nn.Module, dataset: Dataset, step_fn: Callable[[nn.Module,
                 if cfg.grad_clip:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 optimizer.step()
-                lr = optimizer.param_groups[0]["lr"]
+                lr = max(g["lr"] for g in optimizer.param_groups)  # the base lr (backbone groups are scaled down)
                 scheduler.step()
                 dt = time.perf_counter() - t_it
                 train_seconds += dt
