@@ -66,15 +66,17 @@ def write_panoptic_case(root: str | Path, num_images: int = 8, height: int = 48,
 
         # ground truth: boxes painted in order (later ones occlude), VOID where none is painted
         gt_boxes = []
-        for _ in range(int(rng.integers(3, 10))):
+        for k in range(int(rng.integers(3, 10))):
             cat = int(rng.choice(gt_cats))
             box = _random_box(rng, height, width, 0.15, 0.6)
             crowd = int(isthing[cat] == 1 and rng.random() < 0.15)
+            if image_id == 0 and k == 0:  # every case has a crowd region
+                cat, crowd = int(next(c for c in gt_cats if isthing[c] == 1)), 1
             seg_id = new_id()
             y, x, h, w = box
             gt_map[y:y + h, x:x + w] = seg_id
             gt_boxes.append((seg_id, cat, crowd, box))
-        if rng.random() < 0.5:  # a VOID stripe over everything
+        if image_id == 0 or rng.random() < 0.5:  # a VOID stripe over everything
             y, x, h, w = _random_box(rng, height, width, 0.05, 0.2)
             gt_map[y:y + h, :] = 0
         # prediction: each GT box shifted a little (IoU around the 0.5 threshold), sometimes relabelled
@@ -89,8 +91,8 @@ def write_panoptic_case(root: str | Path, num_images: int = 8, height: int = 48,
             y0, x0 = max(0, y + dy), max(0, x + dx)
             pred_map[y0:y0 + h, x0:x0 + w] = seg_id
             pred_segments.append((seg_id, cat))
-        for _ in range(int(rng.integers(0, 3))):  # spurious segments, some of a predicted-only class
-            cat = pred_only_cat if rng.random() < 0.5 else int(rng.choice(gt_cats))
+        for k in range(int(rng.integers(1, 3))):  # spurious segments, some of a predicted-only class
+            cat = pred_only_cat if (k == 0 or rng.random() < 0.5) else int(rng.choice(gt_cats))
             seg_id = new_id()
             y, x, h, w = _random_box(rng, height, width, 0.05, 0.3)
             pred_map[y:y + h, x:x + w] = seg_id
