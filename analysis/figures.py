@@ -202,6 +202,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--out-pdf", required=True)
     p.add_argument("--out-png", required=True)
     args = p.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")  # the CLI runs headless (SLURM nodes, CI); notebooks keep their inline backend
     from fisa.config import load_config
 
     metrics = read_metrics(args.metrics)

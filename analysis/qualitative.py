@@ -98,3 +98,30 @@ def panels(fig_axes, items: Mapping[str, dict], pred_dirs: Mapping[str, Path], c
                 ax.set_title(titles[c])
         axes[r][0].set_ylabel(stem, fontsize=6)
     return shown
+
+
+class FolderDataset:
+    """Images + ground-truth label maps from two folders (matched by file stem).
+
+    For prepared trees outside the registry (and for tests): items are dicts like the
+    registry's datasets: `image` uint8 [3,H,W], `file_name`, `sem_seg` int64 [H,W].
+    """
+
+    def __init__(self, image_dir: str | Path, gt_dir: str | Path):
+        self.image_dir, self.gt_dir = Path(image_dir), Path(gt_dir)
+        gts = {p.stem: p for p in sorted(self.gt_dir.glob("*.png"))}
+        self.pairs = [(p, gts[p.stem]) for p in sorted(self.image_dir.iterdir())
+                      if p.suffix.lower() in (".jpg", ".jpeg", ".png") and p.stem in gts]
+        if not self.pairs:
+            raise FileNotFoundError(f"no image in {self.image_dir} has a label map in {self.gt_dir}")
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict:
+        from fisa.metrics.semantic import read_label_map
+
+        image_path, gt_path = self.pairs[i]
+        with Image.open(image_path) as im:
+            image = np.array(im.convert("RGB")).transpose(2, 0, 1)  # [H,W,3] -> [3,H,W]
+        return {"image": image, "file_name": image_path.name, "sem_seg": read_label_map(gt_path).astype(np.int64)}
