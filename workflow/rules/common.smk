@@ -17,6 +17,13 @@ SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
 # Conda environment of every job (with --software-deployment-method conda).
 CONDA_ENV = str(REPO / "envs/fisa.yaml")
 
+# `--config with_optional=true` arrives as a string; accept the usual spellings.
+if isinstance(config.get("with_optional"), str):
+    _flag = config["with_optional"].strip().lower()
+    if _flag not in ("true", "false", "yes", "no", "1", "0"):
+        raise WorkflowError(f"with_optional: {config['with_optional']!r} is not true/false")
+    config["with_optional"] = _flag in ("true", "yes", "1")
+
 # Fail before any job is submitted, naming the offending key (fisa's message lists the
 # key paths; snakemake's validate then fills in the schema's defaults).
 try:

@@ -26,7 +26,7 @@ rule evaluate:
 
 
 rule efficiency:
-    """Parameters, FLOPs and speed of one experiment's model (first seed's run)."""
+    """Parameters, speed and memory of one experiment's model (first seed's run, its first dataset's images)."""
     output:
         f"{RESULTS}/efficiency/{{experiment}}.json",
     input:
@@ -35,6 +35,7 @@ rule efficiency:
     params:
         engine=ENGINE_ARGS,
         seed=lambda wc: seeds_of(wc.experiment)[0],
+        dataset=lambda wc: resolved(wc.experiment)["datasets"][0],
         rundir=lambda wc: run_dir(wc.experiment, seeds_of(wc.experiment)[0]),
         config_hash=lambda wc: config_hash(resolved(wc.experiment)),
     log:
@@ -46,4 +47,5 @@ rule efficiency:
         **rule_resources("efficiency"),
     shell:
         "python -m fisa.engine.efficiency {params.engine} --experiment {wildcards.experiment}"
-        " --seed {params.seed} --run-dir {params.rundir:q} --output {output:q} > {log:q} 2>&1"
+        " --seed {params.seed} --dataset {params.dataset} --run-dir {params.rundir:q}"
+        " --output {output:q} > {log:q} 2>&1"
