@@ -19,6 +19,6 @@ def test_caption_renders_and_names_the_preset(target):
     assert path.exists(), f"no report caption for {target}"
     text = jinja2.Template(path.read_text(), undefined=jinja2.StrictUndefined).render(
         snakemake=SimpleNamespace(params=SimpleNamespace(preset="small"), config={}))
-    html = publish_parts(text, writer_name="html", settings_overrides={"report_level": 2, "halt_level": 2})["body"]
+    html = publish_parts(text, writer="html", settings_overrides={"report_level": 2, "halt_level": 2})["body"]
     assert "Preset: <tt class=\"docutils literal\">small</tt>" in html or "Preset: <span class=\"docutils literal\">small</span>" in html
     assert "System Message" not in html
