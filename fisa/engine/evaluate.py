@@ -118,7 +118,7 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
             gt = item["mask"]
             for e in range(masks.shape[0]):
                 g = gt[e] if gt.ndim == 3 else gt
-                evaluator.process(masks[e].numpy(), g.numpy().astype(bool))
+                evaluator.process(masks[e].numpy(), g.numpy().astype(bool), name=f"{_file_stem(item)}#{e}")
         metrics.update(evaluator.evaluate())
     else:
         classes = meta.classes
@@ -145,7 +145,7 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
             seconds.append(time.perf_counter() - t0)
             if sem_eval is not None:
                 labels = pred["semantic"].cpu().numpy()
-                sem_eval.process(labels, item["sem_seg"].numpy())
+                sem_eval.process(labels, item["sem_seg"].numpy(), name=stem)
                 write_semantic_png(out_dir / "semantic" / f"{stem}.png", labels, len(classes))
             if "panoptic" in tasks:
                 seg, segments = pred["panoptic"]
