@@ -27,6 +27,9 @@ METRIC_COLUMNS = ["preset", "experiment", "seed", "dataset", "metric", "value",
 PER_CLASS_COLUMNS = ["preset", "experiment", "seed", "dataset", "class", "seen", "metric", "value",
                      "commit", "config_hash", "device"]
 EFFICIENCY_DATASET = "efficiency"  # dataset column of an efficiency record that names none
+# Efficiency numbers that come from the training run: their `device` is the training device
+# (provenance.train_device), so Table 2 can name where GPU hours were spent.
+TRAIN_METRICS = ("gpu_hours", "iterations")
 
 
 class ResultFileError(ValueError):
@@ -110,7 +113,10 @@ def efficiency_rows(path: Path, preset: str) -> list[dict]:
     base = {"preset": preset, "experiment": str(_require(data, "experiment", path, str)),
             "seed": _seed(data, path), "dataset": str(data.get("dataset") or EFFICIENCY_DATASET)}
     prov = _provenance(data)
-    return [{**base, "metric": m, "value": _value(v, path, f"metrics.{m}"), **prov}
+    train_device = (data.get("provenance") or {}).get("train_device")
+    train_prov = {**prov, "device": str(train_device)} if train_device else prov
+    return [{**base, "metric": m, "value": _value(v, path, f"metrics.{m}"),
+             **(train_prov if m in TRAIN_METRICS else prov)}
             for m, v in _require(data, "metrics", path, dict).items()]
 
 

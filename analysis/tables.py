@@ -151,7 +151,7 @@ def _cell_stats(metrics: pd.DataFrame, experiment: str, column: dict, device: st
     sel = metrics[(metrics.experiment == experiment) & (metrics.metric == column["metric"])]
     if column["dataset"] != ANY_DATASET:
         sel = sel[sel.dataset == column["dataset"]]
-    elif device is not None:
+    elif device is not None and column.get("device") == "inference":
         sel = sel[sel.device == device]
     vals = sel.value.astype(float).dropna() * float(column.get("scale", 1.0))
     if vals.empty:
@@ -171,7 +171,7 @@ def _n_text(ns: list[int]) -> str:
 def _devices(metrics: pd.DataFrame, experiment: str, layout: dict) -> list[str | None]:
     if not layout.get("split_by_device"):
         return [None]
-    eff = {c["metric"] for c in layout["columns"] if c["dataset"] == ANY_DATASET}
+    eff = {c["metric"] for c in layout["columns"] if c.get("device") == "inference"}
     sel = metrics[(metrics.experiment == experiment) & metrics.metric.isin(eff)]
     devices = sorted(set(sel.device.fillna("").astype(str)))
     return devices or [None]
@@ -223,15 +223,30 @@ def build_table(target: str, metrics: pd.DataFrame, preset: str, paper: pd.DataF
                 lines.append(Line("", SOURCE_DIFF + suffix, cells, diffs, exp, device=ln.device))
         notes += _provenance_notes(metrics, exp, row["label"])
     if layout.get("split_by_device"):
-        devices = sorted({ln.device for ln in lines if ln.device})
-        if not devices:
-            notes.insert(0, "Efficiency device: unknown (no efficiency record yet).")
-        elif len(devices) == 1:
-            notes.insert(0, f"Efficiency measured on: {devices[0]}.")
-        else:
-            notes.insert(0, f"WARNING: efficiency measured on several devices ({', '.join(devices)}); "
-                            f"one line per device, never averaged across devices.")
+        notes[:0] = _device_notes(metrics, layout, [r["experiment"] for r in layout["rows"] if r.get("experiment")])
     return Table(target, preset, layout["title"], labels, lines, notes)
+
+
+def _device_notes(metrics: pd.DataFrame, layout: dict, experiments: list[str]) -> list[str]:
+    """Name the device behind every efficiency column; warn when several are involved."""
+    notes = []
+    sel = metrics[metrics.experiment.isin(experiments)]
+    for kind, what in (("inference", "Inference"), ("train", "Training")):
+        cols = [c for c in layout["columns"] if c.get("device") == kind]
+        if not cols:
+            continue
+        names = ", ".join(c["label"] for c in cols)
+        devices = sorted(set(sel[sel.metric.isin([c["metric"] for c in cols])].device.fillna("").astype(str)) - {""})
+        if not devices:
+            notes.append(f"{what} ({names}): device unknown (no efficiency record yet).")
+        elif len(devices) == 1:
+            notes.append(f"{what} ({names}) measured on: {devices[0]}.")
+        elif kind == "inference":
+            notes.append(f"WARNING: {what.lower()} ({names}) measured on several devices ({', '.join(devices)}); "
+                         f"one line per device, never averaged across devices.")
+        else:
+            notes.append(f"WARNING: {what.lower()} ({names}) recorded on several devices ({', '.join(devices)}).")
+    return notes
 
 
 def _provenance_notes(metrics: pd.DataFrame, experiment: str, label: str) -> list[str]:

@@ -32,10 +32,14 @@ def write_eval(root: Path, experiment: str, seed: int, dataset: str, metrics: di
 
 
 def write_efficiency(root: Path, experiment: str, metrics: dict, device: str = "NVIDIA H200",
-                     preset: str = "small", name: str | None = None, seed: int = 0) -> Path:
-    """Write one efficiency JSON, return its path."""
+                     preset: str = "small", name: str | None = None, seed: int = 0,
+                     train_device: str | None = None) -> Path:
+    """Write one efficiency JSON (as fisa.engine.efficiency does), return its path."""
     path = Path(root) / "efficiency" / f"{name or experiment}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"experiment": experiment, "preset": preset, "seed": seed, "metrics": metrics,
-                                "provenance": {"device": device, "commit": COMMIT, "config_hash": "cfgE"}}))
+    prov = {"device": device, "commit": COMMIT, "config_hash": "cfgE"}
+    if train_device:
+        prov["train_device"] = train_device
+    path.write_text(json.dumps({"experiment": experiment, "preset": preset, "seed": seed, "dataset": "ade150",
+                                "metrics": metrics, "provenance": prov}))
     return path

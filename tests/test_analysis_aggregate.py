@@ -23,7 +23,8 @@ def results(tmp_path):
                     "palm": {"IoU": 13.0, "PQ": 4.0}}),
         write_eval(tmp_path, "fisa", 0, "refcoco", {"mIoU": 24.0, "oIoU": 22.0, "P@0.5": 20.0}),
     ]
-    eff = [write_efficiency(tmp_path, "fisa", {"FPS": 2.5, "memory_GB": 9.0, "trainable_params": 26_000_000})]
+    eff = [write_efficiency(tmp_path, "fisa", {"FPS": 2.5, "memory_GB": 9.0, "gpu_hours": 45.0},
+                            train_device="NVIDIA A100")]
     return tmp_path, evals, eff
 
 
@@ -37,7 +38,9 @@ def test_metric_rows_are_tidy(results):
     assert (row.experiment, row.dataset, row.value, row.commit, row.config_hash, row.device) == \
         ("fisa", "ade150", 28.0, COMMIT, "cfg0", "cpu")
     fps = metrics[metrics.metric == "FPS"].iloc[0]
-    assert (fps.dataset, fps.device, fps.value) == (agg.EFFICIENCY_DATASET, "NVIDIA H200", 2.5)
+    assert (fps.dataset, fps.device, fps.value) == ("ade150", "NVIDIA H200", 2.5)
+    # GPU hours were spent where the model trained, not where FPS was timed
+    assert metrics[metrics.metric == "gpu_hours"].device.tolist() == ["NVIDIA A100"]
     assert set(metrics[metrics.dataset == "refcoco"].metric) == {"mIoU", "oIoU", "P@0.5"}
 
 

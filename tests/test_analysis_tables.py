@@ -125,9 +125,11 @@ def test_every_target_renders_with_no_results(target):
 def test_table2_names_the_device_and_splits_mixed_devices(tmp_path):
     evals = [write_eval(tmp_path, "fisa_main", 0, "ade150", {"PQ": 28.0, "mIoU": 36.0})]
     eff = [write_efficiency(tmp_path, "fisa_main", {"FPS": 2.0, "memory_GB": 10.0, "gpu_hours": 40.0,
-                                                    "iterations": 25000, "trainable_params": 26.4e6})]
+                                                    "iterations": 25000, "trainable_params": 26.4e6},
+                            train_device="NVIDIA A100-SXM4-80GB")]
     table = T.build_table("table2_efficiency", _metrics(evals, eff), "small")
-    assert table.notes[0] == "Efficiency measured on: NVIDIA H200."
+    assert table.notes[0] == "Inference (FPS, memory GB) measured on: NVIDIA H200."
+    assert table.notes[1] == "Training (GPU hours, iterations (K)) measured on: NVIDIA A100-SXM4-80GB."
     ours = table.line("FISA", "reproduced")
     assert ours.source == "reproduced, NVIDIA H200 (n=1)"
     assert ours.cells == ["2.00", "10.0", "40.0", "25", "26.4", "28.0", "36.0"]
@@ -140,6 +142,10 @@ def test_table2_names_the_device_and_splits_mixed_devices(tmp_path):
     fps = table.columns.index("FPS")
     assert table.line("FISA", "reproduced, NVIDIA A100").cells[fps] == "1.00"
     assert table.line("FISA", "reproduced, NVIDIA H200").cells[fps] == "2.00"   # never averaged to 1.50
+    # numbers not measured per device are the same on both lines
+    gpu = table.columns.index("GPU hours")
+    assert table.line("FISA", "reproduced, NVIDIA A100").cells[gpu] == "40.0"
+    assert table.line("FISA", "reproduced, NVIDIA H200").cells[gpu] == "40.0"
     assert "WARNING" in T.to_latex(table)
 
 
