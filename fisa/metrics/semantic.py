@@ -47,28 +47,50 @@ class SemSegEvaluator:
             raise ValueError(f"ignore_label {ignore_label} is a valid class id (num_classes={num_classes})")
         self.num_classes = int(num_classes)
         self.ignore_label = int(ignore_label)
+        self._tables: dict[int, np.ndarray] = {}
         self.reset()
 
     def reset(self) -> None:
         """Forget every processed image."""
         self.confusion_matrix = np.zeros((self.num_classes + 1, self.num_classes + 1), dtype=np.int64)
 
+    def _lookup_table(self, dtype: np.dtype) -> np.ndarray:
+        """int64 [2^bits]: label -> row/column of the confusion matrix, -1 where invalid."""
+        key = np.dtype(dtype).itemsize
+        if key not in self._tables:
+            values = np.arange(256 ** key, dtype=np.int64)
+            table = np.where(values < self.num_classes, values, -1)
+            if 0 <= self.ignore_label < table.size:
+                table[self.ignore_label] = self.num_classes
+            self._tables[key] = table
+        return self._tables[key]
+
     def _labels(self, labels: Any, role: str, name: str | None) -> np.ndarray:
         arr = np.asarray(labels)
         where = f" in {name}" if name else ""
         if arr.dtype.kind not in "iub":
             raise ValueError(f"{role} labels{where} must be integers, got dtype {arr.dtype}")
-        arr = arr.astype(np.int64, copy=False)
         if arr.size == 0:
             return arr.reshape(-1)
-        if int(arr.min()) < 0 or int(arr.max()) >= self.num_classes:  # fast path: all labels are classes
-            bad = ((arr < 0) | (arr >= self.num_classes)) & (arr != self.ignore_label)
-            if bad.any():
+        if arr.dtype.kind in "ub" and arr.dtype.itemsize <= 2:
+            # 8/16-bit label maps (what PNG files hold): one table lookup maps the ignore label to C
+            # and invalid labels to -1, cheaper than the comparisons below
+            mapped = self._lookup_table(arr.dtype)[arr].reshape(-1)
+            if int(arr.max()) >= self.num_classes and int(mapped.min()) < 0:
+                bad = arr.reshape(-1)[mapped < 0]
                 raise ValueError(
-                    f"{role} labels{where} contain {int(arr[bad][0])}, outside 0..{self.num_classes - 1} "
+                    f"{role} labels{where} contain {int(bad[0])}, outside 0..{self.num_classes - 1} "
                     f"and not the ignore label {self.ignore_label}")
+            return mapped
+        if int(arr.min()) >= 0 and int(arr.max()) < self.num_classes:
+            return arr.reshape(-1)  # fast path, no copy: every label is a class
+        bad = ((arr < 0) | (arr >= self.num_classes)) & (arr != self.ignore_label)
+        if bad.any():
+            raise ValueError(
+                f"{role} labels{where} contain {int(arr[bad][0])}, outside 0..{self.num_classes - 1} "
+                f"and not the ignore label {self.ignore_label}")
         # the ignore label maps to the extra row/column C
-        return np.where(arr == self.ignore_label, self.num_classes, arr).reshape(-1)
+        return np.where(arr == self.ignore_label, self.num_classes, arr.astype(np.int64)).reshape(-1)
 
     def process(self, pred: Any, gt: Any, name: str | None = None) -> None:
         """Add one image: `pred`, `gt` int arrays [H, W] (numpy or CPU tensors) of equal shape.
@@ -82,7 +104,9 @@ class SemSegEvaluator:
         p = self._labels(pred, "prediction", name)
         g = self._labels(gt, "ground truth", name)
         n = self.num_classes + 1
-        self.confusion_matrix += np.bincount(n * p + g, minlength=n * n).reshape(n, n)
+        index = p * n if p.dtype == np.int64 else p.astype(np.int64) * n  # [H*W] row-major into [C+1, C+1]
+        index += g
+        self.confusion_matrix += np.bincount(index, minlength=n * n).reshape(n, n)
 
     def merge(self, other: "SemSegEvaluator | np.ndarray") -> None:
         """Add another evaluator's (or a gathered) confusion matrix: how DDP ranks combine."""

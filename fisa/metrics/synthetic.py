@@ -124,11 +124,12 @@ def write_panoptic_case(root: str | Path, num_images: int = 8, height: int = 48,
 
 
 def random_semantic_pair(rng: np.random.Generator, num_classes: int, ignore_label: int,
-                         height: int = 48, width: int = 64) -> tuple[np.ndarray, np.ndarray]:
+                         height: int = 48, width: int = 64, noise: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
     """A (pred, gt) pair of int label maps [H, W] with ignore pixels, boxes and noise.
 
     Only the lower half of the classes appears in the GT, so some classes are only
-    predicted and some appear nowhere (the cases where the averaging rules differ).
+    predicted and some appear nowhere (the cases where the averaging rules differ). `noise` is
+    the share of prediction pixels set to a random class.
     """
     gt = np.full((height, width), int(rng.integers(0, max(1, num_classes // 2))), dtype=np.int64)
     for _ in range(int(rng.integers(2, 8))):
@@ -137,7 +138,7 @@ def random_semantic_pair(rng: np.random.Generator, num_classes: int, ignore_labe
     y, x, h, w = _random_box(rng, height, width, 0.05, 0.3)
     gt[y:y + h, x:x + w] = ignore_label
     pred = np.where(gt == ignore_label, rng.integers(0, num_classes, size=gt.shape), gt)
-    noise = rng.random(gt.shape) < 0.2
+    noise = rng.random(gt.shape) < noise
     pred[noise] = rng.integers(0, num_classes, size=int(noise.sum()))
     y, x, h, w = _random_box(rng, height, width, 0.05, 0.3)
     pred[y:y + h, x:x + w] = int(rng.integers(0, num_classes))
