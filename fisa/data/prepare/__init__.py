@@ -1,0 +1,83 @@
+"""Prepare downloaded benchmarks into the detectron2 / Mask2Former / FC-CLIP layout.
+
+`prepare_dataset(name, root)` runs the dataset's conversion (one module per dataset),
+validates the whole output tree, and only then writes `ROOT/.fisa/<name>.prepare.done`
+(JSON: what was prepared, counts, the sha256 of the inputs as recorded by the download
+step). `check_only=True` validates an existing tree (e.g. prepared for FC-CLIP) and
+writes the marker without converting anything. A failed validation raises PrepareError
+and leaves no marker (and removes a stale one).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from fisa.utils.io import atomic_write_json
+
+from . import ade150, ade847, coco, mapillary, pascal_context, refcoco
+from .common import PrepareError
+
+log = logging.getLogger("fisa.data.prepare")
+
+# name -> (prepare(root, workers, all_splits) -> summary, validate(root, all_splits) -> summary)
+PREPARERS: dict[str, tuple[Callable, Callable]] = {
+    "coco": (coco.prepare, coco.validate),
+    "ade150": (ade150.prepare, ade150.validate),
+    "ade847": (ade847.prepare, ade847.validate),
+    "pc59": (pascal_context.prepare_pc59, pascal_context.validate_pc59),
+    "pc459": (pascal_context.prepare_pc459, pascal_context.validate_pc459),
+    "mapillary": (mapillary.prepare, mapillary.validate),
+    "refcoco": (lambda root, workers=None, all_splits=False: refcoco.prepare(root, "refcoco", workers, all_splits),
+                lambda root, all_splits=False: refcoco.validate(root, "refcoco", all_splits)),
+    "refcocoplus": (lambda root, workers=None, all_splits=False: refcoco.prepare(root, "refcocoplus", workers, all_splits),
+                    lambda root, all_splits=False: refcoco.validate(root, "refcocoplus", all_splits)),
+}
+
+
+def marker_path(root: str | Path, name: str) -> Path:
+    """`ROOT/.fisa/<name>.prepare.done`."""
+    return Path(root) / ".fisa" / f"{name}.prepare.done"
+
+
+def _input_records(root: Path, name: str) -> list[dict]:
+    """The download step's records of this dataset's files (sha256 of every input)."""
+    dl = Path(root) / ".fisa" / f"{name}.download.done"
+    if not dl.exists():
+        return []
+    try:
+        return json.loads(dl.read_text()).get("files", [])
+    except json.JSONDecodeError:
+        return []
+
+
+def prepare_dataset(name: str, root: str | Path, *, check_only: bool = False, workers: int | None = None,
+                    all_splits: bool = False) -> dict:
+    """Prepare (or, with check_only, only validate) dataset `name` under `root`; write its marker last."""
+    if name not in PREPARERS:
+        raise PrepareError(f"unknown dataset {name!r}; known: {', '.join(sorted(PREPARERS))}")
+    root = Path(root)
+    if not root.is_dir():
+        raise PrepareError(f"data root does not exist: {root}")
+    marker = marker_path(root, name)
+    marker.unlink(missing_ok=True)  # a stale marker must not outlive a failed re-run
+    prepare_fn, validate_fn = PREPARERS[name]
+    if check_only:
+        try:
+            summary = validate_fn(root, all_splits=all_splits)
+        except PrepareError as e:
+            raise PrepareError(f"{name}: the existing tree under {root} is not a complete prepared dataset: {e}. "
+                               f"Run without --check-only to prepare it.") from None
+    else:
+        summary = prepare_fn(root, workers=workers, all_splits=all_splits)
+    record = {"dataset": name, "stage": "prepare", "root": str(root.resolve()),
+              "mode": "check-only" if check_only else "prepared", "all_splits": all_splits,
+              "summary": summary, "inputs": _input_records(root, name),
+              "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    atomic_write_json(marker, record)
+    return record
+
+
+__all__ = ["prepare_dataset", "marker_path", "PREPARERS", "PrepareError"]
