@@ -1,0 +1,121 @@
+"""The frozen Mask2Former generator (tiny configs, loading, errors) and the vocabulary encoding."""
+from unittest import mock
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fisa.models import build_model
+from fisa.models.generator import build_generator_architecture, generator_proposals, load_generator
+from fisa.models.text import prompt_templates
+
+from test_models_mask_attention import model_cfg
+
+TINY_GEN = {"source": "harness", "config": "fisa-tiny-m2f-swin"}
+
+
+@pytest.mark.parametrize("config", ["fisa-tiny-m2f-swin", "fisa-tiny-m2f-swin-t", "fisa-tiny-m2f-resnet"])
+def test_tiny_generators_build_deterministically(config):
+    torch.manual_seed(123)
+    a = build_generator_architecture({"source": "harness", "config": config}, init_seed=0).eval()
+    torch.manual_seed(456)
+    b = build_generator_architecture({"source": "harness", "config": config}, init_seed=0).eval()
+    img = torch.rand(2, 3, 64, 80) * 255
+    with torch.no_grad():
+        pa, pb = generator_proposals(a, img, 16), generator_proposals(b, img, 16)
+    assert pa.shape == (2, 16, 16, 20)  # padded to 64x96 internally, cropped back to H/4 x W/4
+    assert torch.equal(pa, pb)
+
+
+def test_top_k_proposals_by_objectness():
+    from fisa.models.generator import normalize_for_generator
+
+    gen = build_generator_architecture(TINY_GEN).eval()
+    img = torch.rand(1, 3, 64, 64) * 255
+    with torch.no_grad():
+        allp = generator_proposals(gen, img, 16)
+        top = generator_proposals(gen, img, 5)
+        o = gen(pixel_values=normalize_for_generator(img))
+    # the kept proposals are the generator's own masks of its 5 most object-like queries, in query order
+    keep = (1 - o.class_queries_logits.softmax(-1)[0, :, -1]).topk(5).indices.sort().values
+    assert torch.equal(top[0], allp[0, keep])
+    with pytest.raises(ValueError, match="exceeds the generator's 16 queries"):
+        generator_proposals(gen, img, 17)
+
+
+def test_harness_generator_load_from_cache_and_missing_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"generators/swin_b/config.json.*train_generator"):
+        load_generator("swin_b", TINY_GEN, cache_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="convert_generator"):
+        load_generator("r50", {"source": "converted", "id": "x"}, cache_dir=str(tmp_path))
+    gen = build_generator_architecture(TINY_GEN, init_seed=7).eval()
+    gen.save_pretrained(tmp_path / "generators" / "swin_b")
+    loaded = load_generator("swin_b", TINY_GEN, cache_dir=str(tmp_path)).eval()
+    img = torch.rand(1, 3, 64, 64) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(generator_proposals(loaded, img, 16), generator_proposals(gen, img, 16))
+    with pytest.raises(ValueError, match="source: expected hub, harness or converted"):
+        load_generator("x", {"source": "ftp"})
+    with pytest.raises(ValueError, match="no Mask2Former config 'nope'"):
+        build_generator_architecture({"source": "harness", "config": "nope"})
+
+
+def test_generator_frozen_eval_no_grad_unless_adapted():
+    model = build_model(model_cfg(), "fisa").train()
+    assert not model.generator.training and model.proposals_cacheable
+    props = model.generate_proposals(torch.rand(1, 3, 64, 64) * 255)
+    assert not props.requires_grad
+    adapted = build_model(model_cfg(), "adapt_mask_generator").train()
+    assert adapted.generator.training and not adapted.proposals_cacheable
+    assert adapted.generate_proposals(torch.rand(1, 3, 64, 64) * 255).requires_grad
+
+
+def test_vocabulary_is_template_and_synonym_average_and_cached():
+    model = build_model(model_cfg(prompt_templates=["a photo of a {}.", "a {} in the scene"]), "baseline")
+    names = [["cat", "kitty"], ["dog"]]
+    vocab = model.encode_vocabulary(names)
+    assert vocab.shape == (2, 64)
+    torch.testing.assert_close(vocab.norm(dim=-1), torch.ones(2))
+    # independent reference straight from open_clip
+    tok = model.tokenizer
+    with torch.no_grad():
+        def syn(name):
+            e = F.normalize(model.clip.encode_text(tok([f"a photo of a {name}.", f"a {name} in the scene"])), dim=-1)
+            return F.normalize(e.mean(0), dim=-1)
+        ref0 = F.normalize(syn("cat") + syn("kitty"), dim=-1)
+        ref1 = syn("dog")
+    torch.testing.assert_close(vocab, torch.stack([ref0, ref1]), atol=1e-5, rtol=1e-5)
+    with mock.patch.object(model.clip, "encode_text", side_effect=AssertionError("recomputed")):
+        assert model.encode_vocabulary(names) is vocab  # cached per vocabulary
+    with pytest.raises(ValueError, match=r"class_names\[1\]"):
+        model.encode_vocabulary([["cat"], []])
+
+
+def test_prompt_templates_data():
+    assert len(prompt_templates("fcclip")) == 14
+    assert prompt_templates("single") == ["a photo of a {}."]
+    with pytest.raises(ValueError, match="unknown template set 'nope'"):
+        prompt_templates("nope")
+    with pytest.raises(ValueError, match="needs one"):
+        prompt_templates(["no placeholder"])
+
+
+def test_adapt_text_encoder_vocabulary_has_gradient_in_training():
+    model = build_model(model_cfg(prompt_templates="single"), "adapt_text_encoder").train()
+    v = model.encode_vocabulary([["cat"], ["dog"]])
+    assert v.requires_grad
+    model.eval()
+    assert not model.encode_vocabulary([["cat"], ["dog"]]).requires_grad
+
+
+def test_frozen_parts_independent_of_training_seed():
+    torch.manual_seed(0)
+    a = build_model(model_cfg(), "fisa")
+    torch.manual_seed(1)
+    b = build_model(model_cfg(), "fisa")
+    assert torch.equal(a.clip.visual.conv1.weight, b.clip.visual.conv1.weight)
+    ga, gb = dict(a.generator.named_parameters()), dict(b.generator.named_parameters())
+    assert all(torch.equal(ga[k], gb[k]) for k in ga)
+    assert not torch.equal(a.seve["2"].g_q.weight, b.seve["2"].g_q.weight)  # new parts follow the seed
+    c = build_model({**model_cfg(), "init_seed": 5}, "fisa")
+    assert not torch.equal(a.clip.visual.conv1.weight, c.clip.visual.conv1.weight)
