@@ -173,10 +173,19 @@ def write_csv(df: pd.DataFrame, path: str | Path) -> None:
         df.to_csv(tmp, index=False)
 
 
+def _read_csv(path: str | Path, dtype: dict) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype=dtype)
+    except FileNotFoundError as err:
+        raise ResultFileError(f"{path}: file not found") from err
+    except pd.errors.EmptyDataError as err:
+        raise ResultFileError(f"{path}: empty file (not written by analysis.aggregate?)") from err
+
+
 def read_metrics(path: str | Path) -> pd.DataFrame:
     """Read `metrics.csv` with stable dtypes (commit hashes stay strings)."""
-    df = pd.read_csv(path, dtype={"commit": str, "config_hash": str, "device": str, "experiment": str,
-                                  "dataset": str, "metric": str, "preset": str})
+    df = _read_csv(path, {"commit": str, "config_hash": str, "device": str, "experiment": str,
+                          "dataset": str, "metric": str, "preset": str})
     missing = [c for c in METRIC_COLUMNS if c not in df.columns]
     if missing:
         raise ResultFileError(f"{path}: missing columns {missing}")
@@ -185,8 +194,8 @@ def read_metrics(path: str | Path) -> pd.DataFrame:
 
 def read_per_class(path: str | Path) -> pd.DataFrame:
     """Read `per_class.csv` (`seen` as bool)."""
-    df = pd.read_csv(path, dtype={"commit": str, "config_hash": str, "device": str, "class": str,
-                                  "experiment": str, "dataset": str, "metric": str, "preset": str})
+    df = _read_csv(path, {"commit": str, "config_hash": str, "device": str, "class": str,
+                          "experiment": str, "dataset": str, "metric": str, "preset": str})
     missing = [c for c in PER_CLASS_COLUMNS if c not in df.columns]
     if missing:
         raise ResultFileError(f"{path}: missing columns {missing}")
@@ -212,4 +221,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:  # a clear one-line error, no traceback
+        raise SystemExit(f"analysis.aggregate: error: {err}")

@@ -190,7 +190,10 @@ def build_table(target: str, metrics: pd.DataFrame, preset: str, paper: pd.DataF
                                             for l in labels):
             raise LayoutError(f"layout {target}: paper row {row['paper_row']!r} has no number in "
                               f"{table_key} of paper_numbers.csv")
-    metrics = metrics[metrics.preset == preset] if "preset" in metrics else metrics
+    if "preset" in metrics and len(metrics):
+        if not (metrics.preset == preset).any():
+            raise LayoutError(f"metrics hold presets {sorted(set(metrics.preset))}, none is {preset!r}")
+        metrics = metrics[metrics.preset == preset]
     lines: list[Line] = []
     notes: list[str] = []
     for row in layout["rows"]:
@@ -341,4 +344,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:  # a clear one-line error, no traceback
+        raise SystemExit(f"analysis.tables: error: {err}")

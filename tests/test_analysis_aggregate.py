@@ -114,3 +114,14 @@ def test_unseen_classes_derived_from_two_vocabularies(monkeypatch):
     monkeypatch.setattr(vocabulary, "dataset_classes", classes_of)
     assert vocabulary.unseen_classes("ade150") == ["windowpane", "skyscraper", "palm"]
     assert vocabulary.normalise_name(" Tree-merged ") == "tree"
+
+
+def test_reading_a_bad_metrics_csv_names_it(tmp_path):
+    empty = tmp_path / "metrics.csv"; empty.write_text("")
+    with pytest.raises(agg.ResultFileError, match=r"metrics.csv: empty file"):
+        agg.read_metrics(empty)
+    with pytest.raises(agg.ResultFileError, match=r"nope.csv: file not found"):
+        agg.read_metrics(tmp_path / "nope.csv")
+    wrong = tmp_path / "wrong.csv"; wrong.write_text("a,b\n1,2\n")
+    with pytest.raises(agg.ResultFileError, match=r"wrong.csv: missing columns \['preset'"):
+        agg.read_metrics(wrong)

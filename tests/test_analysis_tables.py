@@ -171,3 +171,33 @@ def test_layout_reading_an_experiment_the_target_does_not_build(tmp_path):
 
 def test_latex_escaping():
     assert T.latex_escape("a_b & 5% #1 ± Δ") == r"a\_b \& 5\% \#1 $\pm$ $\Delta$"
+
+
+def test_wrong_preset_is_an_error_not_an_empty_table(table1_metrics):
+    with pytest.raises(T.LayoutError, match=r"presets \['small'\], none is 'paper'"):
+        T.build_table("table1_main", table1_metrics, "paper")
+
+
+def test_clis_run_as_the_workflow_calls_them(tmp_path):
+    """`python -m analysis.aggregate` then `python -m analysis.tables`, in a subprocess from the repo root."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    evals = [write_eval(tmp_path, "lora_r64", 0, "ade150", {"PQ": 24.9}),
+             write_eval(tmp_path, "fisa", 0, "ade150", {"PQ": 27.0})]
+    m, pc = tmp_path / "metrics.csv", tmp_path / "per_class.csv"
+    subprocess.run([sys.executable, "-m", "analysis.aggregate", "--preset", "small", "--eval-jsons", *map(str, evals),
+                    "--metrics-out", str(m), "--per-class-out", str(pc)], cwd=root, check=True)
+    subprocess.run([sys.executable, "-m", "analysis.tables", "--target", "table3b_lora", "--preset", "small",
+                    "--metrics", str(m), "--out-tex", str(tmp_path / "t.tex"), "--out-md", str(tmp_path / "t.md")],
+                   cwd=root, check=True)
+    md = (tmp_path / "t.md").read_text()
+    assert "| LoRA rank 64 | reproduced (n=1) | 24.9 |" in md
+    assert "|  | Δ (ours − paper) | -1.0 |" in md
+    assert "| LoRA rank 256 | reproduced (no results) | **missing** |" in md
+    bad = subprocess.run([sys.executable, "-m", "analysis.tables", "--target", "table9", "--preset", "small",
+                          "--metrics", str(m), "--out-tex", str(tmp_path / "x.tex"), "--out-md", str(tmp_path / "x.md")],
+                         cwd=root, capture_output=True, text=True)
+    assert bad.returncode != 0 and "no table layout 'table9'" in bad.stderr
+    assert not (tmp_path / "x.tex").exists()
