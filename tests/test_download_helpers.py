@@ -3,7 +3,7 @@ and tests/test_prepare*.py as a pytest plugin-free helper).
 
 Supports Range requests (206 + Content-Range), and per-file faults set by the test:
 `drop_after` (send that many body bytes then close the connection, `times` times),
-`truncate` (advertise the full length, send fewer bytes, every time), `corrupt` (flip a byte
+`truncate` (advertise the full length, stop at that absolute byte offset, every time), `corrupt` (flip a byte
 in the middle), `status` (answer with this HTTP status), `ignore_range` (always 200 + full body).
 """
 from __future__ import annotations
@@ -64,7 +64,7 @@ class FileServer:
                 self.end_headers()
                 send = body
                 if fault.get("truncate") is not None:
-                    send = body[: fault["truncate"]]
+                    send = body[: max(0, fault["truncate"] - start)]  # the file stops at that absolute offset
                 elif fault.get("drop_after") is not None and fault.get("times", 1) > 0:
                     fault["times"] = fault.get("times", 1) - 1
                     send = body[: fault["drop_after"]]

@@ -503,6 +503,7 @@ def download_dataset(name: str, root: str | os.PathLike, sources: dict | str | o
     if not isinstance(sources, dict):
         sources = load_sources(sources)
     spec = dataset_spec(name, sources)
+    downloads_dir(root).mkdir(parents=True, exist_ok=True)  # so a manual archive can be dropped there
     missing_manual = []
     files = []
     for fspec in spec.get("files", []):
