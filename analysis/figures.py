@@ -155,7 +155,8 @@ def figure_qualitative(inp: Inputs, images: Sequence[str] | None = None, seed: i
     if len(stems) > 1:
         fig.clf()
         axes = fig.subplots(len(stems), 2 + len(experiments))
-    shown = Q.panels(axes, {s: items[s] for s in stems}, dirs, Q.palette(len(classes)), ignore)
+    shown = Q.panels(axes, {s: items[s] for s in stems}, dirs, Q.palette(len(classes)), ignore,
+                     _spec("qualitative").get("labels"))
     fig.suptitle(f"{dataset_name} validation images, seed {seed} (preset {inp.preset})")
     return fig, shown
 

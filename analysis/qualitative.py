@@ -75,11 +75,14 @@ def find_items(dataset, stems: Sequence[str]) -> dict[str, dict]:
 
 
 def panels(fig_axes, items: Mapping[str, dict], pred_dirs: Mapping[str, Path], colors: np.ndarray,
-           ignore_label: int | None) -> dict[str, dict[str, np.ndarray]]:
-    """Draw one row per image: image | GT | one column per experiment. Returns the label maps drawn."""
+           ignore_label: int | None, titles: Mapping[str, str] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Draw one row per image: image | GT | one column per experiment. Returns the label maps drawn.
+
+    `titles` maps an experiment to its column title (default: the experiment name).
+    """
     axes = np.atleast_2d(fig_axes)
     shown: dict[str, dict[str, np.ndarray]] = {}
-    titles = ["image", "ground truth"] + list(pred_dirs)
+    titles = ["image", "ground truth"] + [(titles or {}).get(e, e) for e in pred_dirs]
     for r, (stem, item) in enumerate(items.items()):
         image = np.asarray(item["image"]).transpose(1, 2, 0)  # [3,H,W] -> [H,W,3]
         gt = np.asarray(item["sem_seg"]).astype(np.int64)
