@@ -201,3 +201,20 @@ def test_clis_run_as_the_workflow_calls_them(tmp_path):
                          cwd=root, capture_output=True, text=True)
     assert bad.returncode != 0 and "no table layout 'table9'" in bad.stderr
     assert not (tmp_path / "x.tex").exists()
+
+
+def test_every_paper_table_number_has_a_cell_in_a_layout():
+    """A typo in a row or column label would silently hide a paper number: every one must be placed."""
+    paper = T.load_paper_numbers()
+    layouts = yaml.safe_load(T.LAYOUTS.read_text())
+    placed = set()
+    for target, layout in layouts.items():
+        if target == "figures":
+            continue
+        for row in layout["rows"]:
+            for col in layout["columns"]:
+                if row.get("paper_row"):
+                    placed.add((layout["paper_table"], row["paper_row"], col["label"]))
+    tables = paper[paper.table.str.startswith("table")]
+    unplaced = [k for k in zip(tables.table, tables.row, tables.column) if k not in placed]
+    assert unplaced == []
