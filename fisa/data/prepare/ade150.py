@@ -129,8 +129,8 @@ def _panoptic_one(stem: str, image_dir: Path, sem_dir: Path, ins_dir: Path, out_
     image_file = image_dir / f"{stem}.jpg"
     with Image.open(image_file) as im:
         width, height = im.size
-    sem_file = require(sem_dir / f"{stem}.png", "ADE semantic annotation")
-    ins_file = require(ins_dir / f"{stem}.png", "ADE instance annotation",
+    sem_file = require(sem_dir / f"{stem}.png", "ADE-150 semantic annotation")
+    ins_file = require(ins_dir / f"{stem}.png", "ADE-150 instance annotation",
                        "from annotations_instance.tar; python -m fisa.data.download --dataset ade150")
     sem, ins = read_image(sem_file), read_image(ins_file)
     if sem.dtype != np.uint8 or ins.dtype != np.uint8:
