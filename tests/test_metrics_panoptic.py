@@ -247,13 +247,18 @@ def test_categories_need_isthing_and_both_groups(case):
         pq_compute(case["gt_json"], case["gt_dir"], case["pred_json"], case["pred_dir"])
 
 
-def test_group_with_nothing_to_average_is_an_error(tmp_path):
-    """panopticapi divides by zero when no stuff category occurs; we say so."""
+def test_group_with_nothing_to_average(tmp_path):
+    """panopticapi divides by zero when no stuff category occurs: null with n = 0; nothing at all: an error."""
     g = np.array([[10, 10], [10, 10]])
     gs = [{"id": 10, "category_id": 1, "iscrowd": 0, "area": 4}]
     ps = [{"id": 10, "category_id": 1}]
-    c = _write(tmp_path, [g], [gs], [g], [ps])
-    with pytest.raises(PanopticInputError, match="no stuff category occurs.*Stuff average is undefined"):
+    c = _write(tmp_path / "a", [g], [gs], [g], [ps])
+    r = pq_compute(c["gt_json"], c["gt_dir"], c["pred_json"], c["pred_dir"])
+    assert r["Stuff"] == {"pq": None, "sq": None, "rq": None, "n": 0}
+    assert r["All"] == {"pq": 1.0, "sq": 1.0, "rq": 1.0, "n": 1} and r["Things"] == r["All"]
+    empty = np.zeros((2, 2), int)
+    c = _write(tmp_path / "b", [empty], [[]], [empty], [[]])
+    with pytest.raises(PanopticInputError, match="no segment in the ground truth or the predictions of the 1 images"):
         pq_compute(c["gt_json"], c["gt_dir"], c["pred_json"], c["pred_dir"])
 
 

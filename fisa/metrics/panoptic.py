@@ -10,7 +10,7 @@ hotcoco does differently from the reference:
 - hotcoco reports -1 for a category with tp+fp+fn = 0 where panopticapi reports 0.0 (and
   leaves it out of the mean either way): we report 0.0;
 - a group (Things or Stuff) with no evaluable category makes panopticapi divide by zero:
-  we raise a clear error instead of returning -1.
+  we report it as null with n = 0 (and raise a clear error when All has none), instead of -1.
 
 The rules themselves (IoU > 0.5 matching, VOID removed from the union, crowd regions ignored,
 unmatched predictions ignored when more than half of them lies on VOID or on a crowd region
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -35,6 +36,7 @@ import numpy as np
 from fisa.utils.io import atomic_write_json
 
 GROUPS = ("All", "Things", "Stuff")
+log = logging.getLogger(__name__)
 
 
 class PanopticInputError(ValueError):
@@ -140,6 +142,8 @@ def pq_compute(gt_json: str | os.PathLike, gt_dir: str | os.PathLike, pred_json:
     Returns {"All": {"pq", "sq", "rq", "n"}, "Things": {...}, "Stuff": {...},
     "per_class": {category_id (int): {"pq", "sq", "rq"}}} with fractions in [0, 1]; a category
     with no segment on either side gets 0.0 and is left out of the means (as the reference).
+    A group none of whose categories occurs gets {"pq": None, "sq": None, "rq": None, "n": 0}
+    (panopticapi would divide by zero).
     Predictions for images absent from the GT are ignored. Raises PanopticInputError (a
     ValueError) or FileNotFoundError on bad input.
     """
@@ -161,11 +165,17 @@ def pq_compute(gt_json: str | os.PathLike, gt_dir: str | os.PathLike, pred_json:
     for group in GROUPS:
         stats = raw[group]
         if stats["n"] == 0:
-            kind = {"All": "", "Things": "thing ", "Stuff": "stuff "}[group]
-            raise PanopticInputError(
-                f"no {kind}category occurs in the ground truth or the predictions of the "
-                f"{len(gt['annotations'])} images of {gt_json}: the {group} average is undefined "
-                f"(panopticapi divides by zero)")
+            # panopticapi divides by zero here. With no segment at all that is an error; a group
+            # absent from the evaluated images (e.g. a small eval.max_images subset without any
+            # stuff) is reported as null with n = 0, so All and the other group still come out.
+            if group == "All":
+                raise PanopticInputError(
+                    f"no segment in the ground truth or the predictions of the {len(gt['annotations'])} "
+                    f"images of {gt_json}: PQ is undefined")
+            log.warning("no %s category occurs in %s or its predictions: %s PQ is undefined (null, n=0)",
+                        group.lower(), gt_json, group)
+            result[group] = {"pq": None, "sq": None, "rq": None, "n": 0}
+            continue
         result[group] = {"pq": float(stats["pq"]), "sq": float(stats["sq"]), "rq": float(stats["rq"]),
                          "n": int(stats["n"])}
     per_class = {}
@@ -198,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     print(" " * 10 + "|    PQ     SQ     RQ     N")
     for group in GROUPS:
         r = result[group]
+        if r["n"] == 0:
+            print(f"{group:<10}|   n/a    n/a    n/a     0")
+            continue
         print(f"{group:<10}| {100 * r['pq']:5.1f}  {100 * r['sq']:5.1f}  {100 * r['rq']:5.1f}  {r['n']:4d}")
     return 0
 
