@@ -162,6 +162,9 @@ def train_loop(model: nn.Module, dataset: Dataset, step_fn: Callable[[nn.Module,
     per iteration. Writes `checkpoints/` and `losses.csv` under `output_dir` (rank 0).
     """
     t_start = time.perf_counter()
+    if cfg.precision not in ("fp32", "bf16"):
+        # fp16 would need a GradScaler, whose skipped steps on inf clash with the NaN stop
+        raise ValueError(f"train.precision: {cfg.precision!r} is not supported; use bf16 (GPU) or fp32")
     output_dir = Path(output_dir)
     ckpts = CheckpointManager(output_dir / "checkpoints", keep=cfg.keep_checkpoints)
     accumulation = accumulation_steps(cfg.global_batch, cfg.micro_batch, ctx.world_size)
