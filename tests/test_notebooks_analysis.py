@@ -77,6 +77,7 @@ def test_qualitative_notebook_executes(results, tmp_path, monkeypatch):
     nb = _run("qualitative.ipynb", tmp_path)
     out = _outputs(nb)
     assert "3 images predicted by all of ['fisa_main', 'baseline']" in out
+    assert "    ground truth: " in out and "       fisa_main: " in out   # classes listed per shown image
     assert any(o.get("data", {}).get("image/png") for c in nb.cells for o in c.get("outputs", []))
 
 
