@@ -16,6 +16,7 @@ checkpoint. Several processes: `torchrun --nproc-per-node 4 -m fisa.engine.train
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from fisa.engine import provenance
 from fisa.engine.common import (MODEL_FINAL, add_common_args, build_run_model, resolved_from_args,
                                 setup_logging, split_batch, write_resolved_config)
 from fisa.engine.distributed import DistContext, barrier, cleanup_distributed, init_distributed
-from fisa.engine.loop import LoopConfig, poly_lr_lambda, train_loop, trainable_state_dict
+from fisa.engine.loop import LoopConfig, Preempted, poly_lr_lambda, train_loop, trainable_state_dict
 from fisa.engine.sampling import subset_indices
 from fisa.utils.io import atomic_torch_save, atomic_write_json
 
@@ -110,6 +111,24 @@ def _check_run_dir(out: Path, resolved: dict) -> None:
                              "delete the folder (or choose another --output-dir) to start afresh")
 
 
+def _record_attempt(prov_path: Path, prov: dict, wall: float, resumed_from, ctx: DistContext, outcome: str,
+                    **extra) -> None:
+    """Append this start to provenance.json's `attempts` and update the totals (atomic).
+
+    GPU-hours = sum over attempts of wall time x processes (one GPU each); on CPU the same
+    product is recorded and `device` says it was a CPU. A SIGKILLed attempt cannot record
+    itself: its time is missing from the total (the log shows it)."""
+    attempts = []
+    if prov_path.exists():
+        attempts = json.loads(prov_path.read_text()).get("attempts", [])
+    attempts.append({"started": prov["started"], "ended": provenance.now(), "wall_seconds": round(wall, 3),
+                     "resumed_from": resumed_from, "world_size": ctx.world_size, "device": prov["device"],
+                     "outcome": outcome})
+    prov.update(attempts=attempts, wall_seconds=round(sum(a["wall_seconds"] for a in attempts), 3),
+                gpu_hours=round(sum(a["wall_seconds"] * a["world_size"] for a in attempts) / 3600, 6), **extra)
+    atomic_write_json(prov_path, prov)
+
+
 def train(resolved: dict, output_dir: str | Path, micro_batch: int | None = None,
           ctx: DistContext | None = None, progress_bar: bool | None = None) -> Path:
     """Train `resolved` (from `resolve_experiment`) into `output_dir`; returns `done.json`'s path."""
@@ -146,9 +165,15 @@ def train(resolved: dict, output_dir: str | Path, micro_batch: int | None = None
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, poly_lr_lambda(iterations, power=float(t.get("poly_power", 0.9)),
                                       warmup=int(t.get("warmup_iterations", 0))))
-        result = train_loop(TrainingForward(model, meta.classes, t["loss_weights"]), dataset, _forward_step,
-                            optimizer, scheduler, cfg, out, ctx, transform=transform, collate_fn=collate,
-                            checkpoint_extra={"config_hash": train_hash})
+        try:
+            result = train_loop(TrainingForward(model, meta.classes, t["loss_weights"]), dataset, _forward_step,
+                                optimizer, scheduler, cfg, out, ctx, transform=transform, collate_fn=collate,
+                                checkpoint_extra={"config_hash": train_hash})
+        except BaseException as e:  # pre-emption, NaN, crash: the attempt's wall time still counts
+            if ctx.is_main:
+                outcome = "preempted" if isinstance(e, Preempted) else f"failed: {type(e).__name__}"
+                _record_attempt(prov_path, prov, time.perf_counter() - t0, None, ctx, outcome)
+            raise
         resumed_from = result.resumed_from
         log.info("trained %d iterations (%d this attempt) in %.1fs", iterations, iterations - resumed_from,
                  result.wall_seconds)
@@ -159,22 +184,9 @@ def train(resolved: dict, output_dir: str | Path, micro_batch: int | None = None
     if ctx.is_main:
         atomic_torch_save(out / MODEL_FINAL, {"model": trainable_state_dict(model), "config_hash": train_hash,
                                               "experiment": resolved["experiment"], "iterations": iterations})
-        wall = time.perf_counter() - t0
-        attempts = []
-        if prov_path.exists():
-            import json
-
-            attempts = json.loads(prov_path.read_text()).get("attempts", [])
-        attempts.append({"started": prov["started"], "ended": provenance.now(), "wall_seconds": round(wall, 3),
-                         "resumed_from": resumed_from, "world_size": ctx.world_size, "device": prov["device"]})
-        total = sum(a["wall_seconds"] for a in attempts)
-        # GPU-hours = wall time x processes (one GPU each); on CPU the same product is
-        # recorded (device-hours) and `device` says it was a CPU.
-        device_hours = sum(a["wall_seconds"] * a["world_size"] for a in attempts) / 3600
-        prov.update(attempts=attempts, wall_seconds=round(total, 3), gpu_hours=round(device_hours, 6),
-                    iterations=iterations, trainable_params=sum(p.numel() for p in model.parameters()
-                                                                if p.requires_grad))
-        atomic_write_json(prov_path, prov)
+        _record_attempt(prov_path, prov, time.perf_counter() - t0, resumed_from, ctx, "finished",
+                        iterations=iterations,
+                        trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad))
         atomic_write_json(out / "done.json", {"experiment": resolved["experiment"], "seed": resolved["seed"],
                                               "iterations": iterations, "config_hash": prov["config_hash"],
                                               "finished": provenance.now()})
