@@ -274,3 +274,19 @@ def test_refcoco_without_train2014_images_fails_clearly(prepared, tmp_path):
     with pytest.raises(PrepareError, match=r"2 COCO train2014 images used by refcoco are missing"):
         prepare_dataset("refcoco", tmp_path)
     assert not marker_path(tmp_path, "refcoco").exists()
+
+
+def test_mapillary_archive_with_a_top_folder_is_hoisted(prepared, tmp_path):
+    root, _, _ = prepared
+    shutil.copytree(root / "mapillary_vistas/validation", tmp_path / "mapillary_vistas/vistas_v1.2/validation")
+    rec = prepare_dataset("mapillary", tmp_path, workers=1)
+    assert rec["summary"]["validation"]["images"] == 2
+    assert (tmp_path / "mapillary_vistas/validation/labels").is_dir()
+
+
+def test_prepared_tree_matches_the_registry_layout(prepared):
+    root, _, records = prepared
+    checks = {name: rec["registry_layout"] for name, rec in records.items()}
+    if any(c.startswith("skipped") for c in checks.values()):
+        pytest.skip(f"registry not loadable here: {checks}")
+    assert set(checks.values()) == {"passed"}

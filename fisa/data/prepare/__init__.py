@@ -53,6 +53,26 @@ def _input_records(root: Path, name: str) -> list[dict]:
         return []
 
 
+def check_registry_layout(name: str, root: Path) -> str:
+    """Every path the loaders read for the evaluation split (fisa.data.registry's layout) exists.
+
+    Returns "passed"; raises PrepareError naming the missing paths. If the registry cannot be
+    loaded (e.g. its class lists are not built), returns "skipped: <why>" so the marker says so.
+    """
+    try:
+        from fisa.data import registry
+
+        meta = registry.get_meta(name)
+    except Exception as e:  # noqa: BLE001 - an unbuilt registry must not block data preparation
+        log.warning("registry layout check skipped for %s: %s", name, e)
+        return f"skipped: {type(e).__name__}: {e}"
+    paths = meta.paths(meta.eval_split, root)
+    missing = [f"{key} {path}" for key, path in paths.items() if not path.exists()]
+    if missing:
+        raise PrepareError(f"{name}: prepared, but paths the loaders read are missing: {'; '.join(missing)}")
+    return "passed"
+
+
 def prepare_dataset(name: str, root: str | Path, *, check_only: bool = False, workers: int | None = None,
                     all_splits: bool = False) -> dict:
     """Prepare (or, with check_only, only validate) dataset `name` under `root`; write its marker last."""
@@ -72,9 +92,10 @@ def prepare_dataset(name: str, root: str | Path, *, check_only: bool = False, wo
                                f"Run without --check-only to prepare it.") from None
     else:
         summary = prepare_fn(root, workers=workers, all_splits=all_splits)
+    registry_check = check_registry_layout(name, root)
     record = {"dataset": name, "stage": "prepare", "root": str(root.resolve()),
               "mode": "check-only" if check_only else "prepared", "all_splits": all_splits,
-              "summary": summary, "inputs": _input_records(root, name),
+              "summary": summary, "registry_layout": registry_check, "inputs": _input_records(root, name),
               "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     atomic_write_json(marker, record)
     return record

@@ -35,8 +35,22 @@ def adopt_v12_from_v20(split_dir: Path) -> bool:
     return True
 
 
+def hoist_single_top_folder(base: Path) -> bool:
+    """If the archive had one top folder (`mapillary_vistas/<x>/validation`), move its content up."""
+    if not base.is_dir() or (base / "validation").exists():
+        return False
+    subdirs = [d for d in base.iterdir() if d.is_dir() and (d / "validation").is_dir()]
+    if len(subdirs) != 1:
+        return False
+    for entry in list(subdirs[0].iterdir()):
+        if not (base / entry.name).exists():
+            os.replace(entry, base / entry.name)
+    return True
+
+
 def prepare(root: Path, workers: int | None = None, all_splits: bool = False) -> dict:
     """Put the v1.2 labels in place if they come from the v2.0 archive, then validate."""
+    hoist_single_top_folder(root / BASE)
     for split in _splits(all_splits):
         split_dir = require(root / BASE / split, "Mapillary Vistas split folder",
                             "python -m fisa.data.download --dataset mapillary explains where to put the archive")
