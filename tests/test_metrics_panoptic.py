@@ -271,3 +271,21 @@ def test_module_entry_point_exit_code(case, tmp_path):
          "--output", str(out)], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 1 and not out.exists()
     assert "no prediction for the image with id 0" in proc.stderr
+
+
+def test_malformed_json_errors(case, tmp_path):
+    files = (case["gt_json"], case["gt_dir"], case["pred_json"], case["pred_dir"])
+    original_gt = Path(case["gt_json"]).read_text()
+    _edit(case["gt_json"], lambda d: d["annotations"][1]["segments_info"][0].__setitem__("category_id", 4242))
+    with pytest.raises(PanopticInputError, match="ground truth JSON .* image id 1: segment .* unknown category_id 4242"):
+        pq_compute(*files)
+    Path(case["gt_json"]).write_text(original_gt)
+    _edit(case["pred_json"], lambda d: d["annotations"][0]["segments_info"].append(d["annotations"][0]["segments_info"][0]))
+    with pytest.raises(PanopticInputError, match="image id 0: segment id .* appears twice"):
+        pq_compute(*files)
+    Path(case["gt_json"]).write_text("{not json")
+    with pytest.raises(PanopticInputError, match=f"ground truth JSON {case['gt_json']} cannot be read"):
+        pq_compute(*files)
+    Path(case["gt_json"]).write_text(original_gt)
+    with pytest.raises(PanopticInputError, match="prediction JSON .*nope.json does not exist"):
+        pq_compute(case["gt_json"], case["gt_dir"], tmp_path / "nope.json", case["pred_dir"])
