@@ -101,6 +101,7 @@ def test_table1_latex_and_markdown(table1_metrics, tmp_path):
     assert r"MAFT+ & reported by the paper & - & - & 27.1 & 36.1 & - & - & 15.1 & 59.4 & 21.6 \\" in tex
     assert "Preset: small" in tex
     assert tex.isascii()
+    _check_latex_structure(tex, 11)
     md = (tmp_path / "t.md").read_text()
     assert "| FISA | reproduced (n=1–2) | 50.0 | 60.0 | 28.0 ± 1.4 | 36.5 ± 0.7 | **missing** |" in md
     assert "|  | paper | 56.4 | 67.1 | 28.1 | 36.8 | 19.0 | 29.7 | 16.1 | 62.4 | 23.6 |" in md
@@ -120,6 +121,22 @@ def test_every_target_renders_with_no_results(target):
         if ln.source.startswith("reproduced"):
             assert set(ln.cells) == {T.MISSING}
     assert T.MISSING in T.to_markdown(table) and r"\textit{missing}" in T.to_latex(table)
+    _check_latex_structure(T.to_latex(table), len(table.columns) + 2)
+
+
+def _check_latex_structure(tex: str, ncols: int):
+    """No LaTeX here to compile: check what breaks a tabular (cell counts, braces, environments)."""
+    import re
+
+    body = tex.split(r"\midrule")[1].split(r"\bottomrule")[0]
+    rows = [r for r in body.splitlines() if r.strip() and r.strip() != r"\addlinespace"]
+    for r in rows:
+        assert r.endswith(r" \\"), r
+        assert len(re.findall(r"(?<!\\)&", r)) == ncols - 1, r
+    assert tex.count("{") - tex.count(r"\{") == tex.count("}") - tex.count(r"\}")
+    for env in ("table", "tabular"):
+        assert tex.count(rf"\begin{{{env}}}") == tex.count(rf"\end{{{env}}}") == 1
+    assert re.search(rf"\\begin{{tabular}}{{l{{2}}c{{{ncols - 2}}}}}", tex)
 
 
 def test_table2_names_the_device_and_splits_mixed_devices(tmp_path):
