@@ -160,6 +160,13 @@ def _cell_stats(metrics: pd.DataFrame, experiment: str, column: dict, device: st
     return float(vals.mean()), std, int(len(vals))
 
 
+def _cell_text(mean: float | None, std: float | None, spec: str) -> str:
+    """`mean ± std` (no ± for a single seed), or the missing placeholder."""
+    if mean is None:
+        return MISSING
+    return _fmt(mean, spec) + ("" if std is None else f" ± {_fmt(std, spec)}")
+
+
 def _n_text(ns: list[int]) -> str:
     present = [n for n in ns if n]
     if not present:
@@ -207,8 +214,7 @@ def build_table(target: str, metrics: pd.DataFrame, preset: str, paper: pd.DataF
         repro_lines = []
         for device in _devices(metrics, exp, layout):
             stats = [_cell_stats(metrics, exp, c, device) for c in columns]
-            cells = [MISSING if m is None else _fmt(m, c.get("fmt", ".1f")) + ("" if s is None else f" ± {_fmt(s, c.get('fmt', '.1f'))}")
-                     for (m, s, _), c in zip(stats, columns)]
+            cells = [_cell_text(m, s, c.get("fmt", ".1f")) for (m, s, _), c in zip(stats, columns)]
             source = "reproduced" + (f", {device or 'unknown device'}" if device is not None else "")
             source += f" ({_n_text([n for _, _, n in stats])})"
             ln = Line(row["label"] if first else "", source, cells, [m for m, _, _ in stats], exp,
