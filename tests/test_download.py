@@ -210,3 +210,27 @@ def test_real_sources_file_is_complete():
     assert "stanford.edu" in src["pc459"]["files"][2]["urls"][-1]
     assert not src["pc459"]["files"][2]["urls"][0].startswith("https://www.cs.stanford.edu")
     assert all(u.startswith(("http://", "https://")) for u in urls)
+
+
+def test_concurrent_jobs_sharing_a_file_download_it_once(tmp_path, server, sources, raw):
+    # pc59 and pc459 both list VOC2010 and trainval_merged.json; their jobs may run at once.
+    import threading
+
+    errors = []
+
+    def run(name):
+        try:
+            dl.download_dataset(name, tmp_path, sources, backoff=0)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("pc59", "pc459")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    fetched = [n for n, _ in server.requests]
+    assert fetched.count("VOCtrainval_03-May-2010.tar") == 1 and fetched.count("trainval_merged.json") == 1
+    assert _sha(tmp_path / "downloads/VOCtrainval_03-May-2010.tar") == _sha(raw / "VOCtrainval_03-May-2010.tar")
+    assert dl.marker_path(tmp_path, "pc59", "download").exists() and dl.marker_path(tmp_path, "pc459", "download").exists()

@@ -40,7 +40,8 @@ import zipfile
 import zlib
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
 
 import yaml
 
@@ -514,12 +515,14 @@ def download_dataset(name: str, root: str | os.PathLike, sources: dict | str | o
             log.info("%s: %s already extracted (%s); not downloading", name, fspec["name"], ", ".join(present))
             files.append({"name": fspec["name"], "status": "found extracted", "present_if": present})
             continue
-        try:
-            record = ensure_file(root, fspec, name, retries=retries, backoff=backoff, timeout=timeout)
-        except ManualDownloadRequired as e:
-            missing_manual.append(str(e))
-            continue
-        extracted = ensure_extracted(root, fspec, record)
+        # pc59 and pc459 share VOC2010: jobs of both may run at once, so one file, one writer.
+        with file_lock(downloads_dir(root) / f".{fspec['name']}.lock"):
+            try:
+                record = ensure_file(root, fspec, name, retries=retries, backoff=backoff, timeout=timeout)
+            except ManualDownloadRequired as e:
+                missing_manual.append(str(e))
+                continue
+            extracted = ensure_extracted(root, fspec, record)
         files.append({"name": fspec["name"], "status": "verified", "sha256": record["sha256"],
                       "bytes": record["bytes"], "verified_by": record["verified_by"],
                       "extracted_to": [e["to"] for e in extracted]})
@@ -529,6 +532,24 @@ def download_dataset(name: str, root: str | os.PathLike, sources: dict | str | o
               "finished_at": _now()}
     atomic_write_json(marker_path(root, name, "download"), marker)
     return marker
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (fcntl.flock) held for the block; waits for other holders."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another job holding %s", path)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _now() -> str:
