@@ -80,6 +80,35 @@ def test_hand_computed_case(tmp_path):
     assert_pq_close(r, pq_compute_reference(c["gt_json"], c["gt_dir"], c["pred_json"], c["pred_dir"]))
 
 
+def test_hand_computed_boundaries(tmp_path):
+    """IoU exactly 0.5 is no match; exactly half on VOID is a FP; only a crowd of the same class excuses."""
+    # image 0: stuff A (cat 2) cols 0-1, a crowd of cat 1 cols 2-3
+    g0 = np.array([[1, 1, 2, 2], [1, 1, 2, 2]])
+    gs0 = [{"id": 1, "category_id": 2, "iscrowd": 0, "area": 4}, {"id": 2, "category_id": 1, "iscrowd": 1, "area": 4}]
+    # 11 (cat 2): IoU 2/4 = 0.5 with A -> no match (FN for A, FP); 12 (cat 2): half on the crowd of
+    # cat 1 -> a FP (a crowd excuses only its own class); 13 (cat 1) on the cat-1 crowd -> ignored
+    p0 = np.array([[11, 12, 12, 13], [11, 12, 12, 13]])
+    ps0 = [{"id": 11, "category_id": 2}, {"id": 12, "category_id": 2}, {"id": 13, "category_id": 1}]
+    # image 1: VOID col 0, stuff (cat 2) col 1
+    g1 = np.array([[0, 3], [0, 3]])
+    gs1 = [{"id": 3, "category_id": 2, "iscrowd": 0, "area": 2}]
+    # 14 (cat 1): exactly half on VOID -> still a FP; 15 (cat 2): IoU 1 / (2 + 2 - 1 - 1) = 0.5 -> no
+    # match (FN, and a FP: half on VOID is not more than half)
+    p1 = np.array([[14, 14], [15, 15]])
+    ps1 = [{"id": 14, "category_id": 1}, {"id": 15, "category_id": 2}]
+    # image 2: one exact match per class
+    g2 = np.array([[4, 5]])
+    gs2 = [{"id": 4, "category_id": 1, "iscrowd": 0, "area": 1}, {"id": 5, "category_id": 2, "iscrowd": 0, "area": 1}]
+    p2 = np.array([[16, 17]])
+    ps2 = [{"id": 16, "category_id": 1}, {"id": 17, "category_id": 2}]
+    c = _write(tmp_path, [g0, g1, g2], [gs0, gs1, gs2], [p0, p1, p2], [ps0, ps1, ps2])
+    r = pq_compute(c["gt_json"], c["gt_dir"], c["pred_json"], c["pred_dir"])
+    # cat 1: tp 1, fp 1 (14), fn 0 -> RQ 1 / 1.5; cat 2: tp 1, fp 3 (11, 12, 15), fn 2 (A, 3) -> RQ 1 / 3.5
+    assert r["per_class"][1] == pytest.approx({"pq": 2 / 3, "sq": 1.0, "rq": 2 / 3}, abs=1e-12)
+    assert r["per_class"][2] == pytest.approx({"pq": 2 / 7, "sq": 1.0, "rq": 2 / 7}, abs=1e-12)
+    assert_pq_close(r, pq_compute_reference(c["gt_json"], c["gt_dir"], c["pred_json"], c["pred_dir"]))
+
+
 def test_rgb_id_round_trip():
     ids = np.array([[0, 1, 255, 256], [65535, 65536, 256 ** 3 - 1, 123456]], dtype=np.uint32)
     rgb = id2rgb(ids)
