@@ -327,14 +327,39 @@ def to_markdown(table: Table) -> str:
     return "\n".join(out) + "\n"
 
 
+def to_html(table: Table) -> str:
+    """A standalone HTML page of the table (what `snakemake --report` can show inline)."""
+    from html import escape
+
+    def cell(text: str, tag: str = "td") -> str:
+        inner = f"<em>{MISSING}</em>" if text == MISSING else escape(text)
+        return f"<{tag}>{inner}</{tag}>"
+
+    head = "".join(cell(c, "th") for c in ["Method", "Source", *table.columns])
+    body = []
+    for ln in table.lines:
+        style = ' class="group"' if ln.label else ""
+        body.append(f"<tr{style}>" + "".join(cell(c) for c in [ln.label, ln.source, *ln.cells]) + "</tr>")
+    notes = "".join(f"<li>{escape(n)}</li>" for n in table.notes)
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + escape(table.title) + "</title>"
+            "<style>table{border-collapse:collapse;font:13px sans-serif}td,th{padding:2px 8px;text-align:right}"
+            "td:nth-child(-n+2),th:nth-child(-n+2){text-align:left}tr.group td{border-top:1px solid #999}"
+            "thead th{border-bottom:2px solid #333}</style></head><body>"
+            f"<p><strong>{escape(table.title)}</strong></p><p>{escape(table.caption)}</p>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table><ul>{notes}</ul>"
+            "</body></html>\n")
+
+
 def render(target: str, preset: str, metrics_csv: str | Path, out_tex: str | Path | None = None,
-           out_md: str | Path | None = None) -> Table:
-    """Build `target` from a metrics.csv and write its LaTeX and Markdown files (atomically)."""
+           out_md: str | Path | None = None, out_html: str | Path | None = None) -> Table:
+    """Build `target` from a metrics.csv and write its LaTeX, Markdown (and HTML) files, atomically."""
     table = build_table(target, read_metrics(metrics_csv), preset)
     if out_tex:
         atomic_write_text(out_tex, to_latex(table))
     if out_md:
         atomic_write_text(out_md, to_markdown(table))
+    if out_html:
+        atomic_write_text(out_html, to_html(table))
     return table
 
 
@@ -345,8 +370,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--metrics", required=True, help="results/<preset>/metrics.csv")
     p.add_argument("--out-tex", required=True)
     p.add_argument("--out-md", required=True)
+    p.add_argument("--out-html", default=None, help="optional: an HTML page (for snakemake --report)")
     args = p.parse_args(argv)
-    render(args.target, args.preset, args.metrics, args.out_tex, args.out_md)
+    render(args.target, args.preset, args.metrics, args.out_tex, args.out_md, args.out_html)
 
 
 if __name__ == "__main__":

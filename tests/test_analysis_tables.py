@@ -93,7 +93,11 @@ def test_table1_latex_and_markdown(table1_metrics, tmp_path):
     mcsv = tmp_path / "metrics.csv"
     agg.write_csv(table1_metrics, mcsv)
     T.main(["--target", "table1_main", "--preset", "small", "--metrics", str(mcsv),
-            "--out-tex", str(tmp_path / "t.tex"), "--out-md", str(tmp_path / "t.md")])
+            "--out-tex", str(tmp_path / "t.tex"), "--out-md", str(tmp_path / "t.md"),
+            "--out-html", str(tmp_path / "t.html")])
+    html = (tmp_path / "t.html").read_text()
+    assert "<td>FISA</td><td>reproduced (n=1–2)</td><td>50.0</td><td>60.0</td><td>28.0 ± 1.4</td>" in html
+    assert "<td><em>missing</em></td>" in html and "<td>MAFT+</td><td>reported by the paper</td>" in html
     tex = (tmp_path / "t.tex").read_text()
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"\label{tab:table1_main}" in tex
     assert r"FISA & reproduced (n=1--2) & 50.0 & 60.0 & 28.0 $\pm$ 1.4 & 36.5 $\pm$ 0.7 & \textit{missing}" in tex
