@@ -102,6 +102,20 @@ def test_input_errors():
         SemSegEvaluator(3, 2)
 
 
+def test_dtypes_give_the_same_result():
+    rng = np.random.default_rng(4)
+    pred, gt = random_semantic_pair(rng, 2, 255, height=16, width=16)
+    results = []
+    for dtype in (np.uint8, np.uint16, np.int32, np.int64):
+        ev = SemSegEvaluator(2, 255)
+        ev.process(pred.astype(dtype), gt.astype(dtype))
+        results.append(ev.evaluate())
+    ev = SemSegEvaluator(2, 255)
+    ev.process(pred.astype(bool), gt.astype(np.uint8))  # a binary prediction as a bool map
+    results.append(ev.evaluate())
+    assert all(r == results[0] for r in results)
+
+
 def test_accepts_torch_tensors():
     import torch
 

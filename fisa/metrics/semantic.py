@@ -72,7 +72,9 @@ class SemSegEvaluator:
             raise ValueError(f"{role} labels{where} must be integers, got dtype {arr.dtype}")
         if arr.size == 0:
             return arr.reshape(-1)
-        if arr.dtype.kind in "ub" and arr.dtype.itemsize <= 2:
+        if arr.dtype.kind == "b":
+            arr = arr.view(np.uint8)  # a bool array would index the table as a mask
+        if arr.dtype.kind == "u" and arr.dtype.itemsize <= 2:
             # 8/16-bit label maps (what PNG files hold): one table lookup maps the ignore label to C
             # and invalid labels to -1, cheaper than the comparisons below
             mapped = self._lookup_table(arr.dtype)[arr].reshape(-1)
