@@ -62,7 +62,12 @@ def grouped_bars(ax, metrics: pd.DataFrame, experiments: Sequence[str], labels: 
                          "n": int(r.n), "paper": pv})
     ax.set_xticks(range(len(metric_names)), [f"{m} ({dataset})" for m in metric_names])
     ax.set_ylabel("%")
-    ax.figure.legend(loc="outside lower center", ncol=2, frameon=False)
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    if isinstance(ax.figure.get_layout_engine(), ConstrainedLayoutEngine):
+        ax.figure.legend(loc="outside lower center", ncol=2, frameon=False)  # below the axes: bars stay free
+    else:  # "outside" placement needs constrained layout (e.g. a notebook's own figure)
+        ax.legend(frameon=False, fontsize=6)
     return pd.DataFrame(rows)
 
 
