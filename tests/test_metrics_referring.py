@@ -27,7 +27,8 @@ def test_hand_computed_case():
     assert r["oIoU"] == pytest.approx(100 * 16 / 28)  # cumulative: sum I / sum U
     assert r["P@0.5"] == pytest.approx(200 / 3)  # IoU >= 0.5 counts
     assert r["P@0.6"] == r["P@0.9"] == pytest.approx(100 / 3)
-    assert r["num_expressions"] == 3
+    assert set(r) == {"mIoU", "oIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9"}
+    assert ev.num_expressions == 3
 
 
 def test_random_cases_match_reference():
@@ -71,6 +72,7 @@ def test_cli(tmp_path, capsys):
     args = ["--gt-dir", str(tmp_path / "gt"), "--pred-dir", str(tmp_path / "pred"), "--output", str(out)]
     assert main(args) == 0
     data = json.loads(out.read_text())
+    assert data["num_expressions"] == 5
     assert data["oIoU"] == pytest.approx(referring_reference(pairs)["oIoU"], abs=1e-9)
     out.unlink()
     (tmp_path / "pred" / "ref_3.png").unlink()

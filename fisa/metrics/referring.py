@@ -57,7 +57,7 @@ class ReferringEvaluator:
         self.unions.extend(other.unions)
 
     def evaluate(self) -> dict:
-        """{"mIoU", "oIoU", "P@0.5", ..., "P@0.9", "num_expressions"} in percent."""
+        """{"mIoU", "oIoU", "P@0.5", ..., "P@0.9"} in percent."""
         if not self.unions:
             raise ValueError("no expression was processed: referring metrics are undefined")
         inter = np.asarray(self.intersections, dtype=np.float64)
@@ -69,8 +69,12 @@ class ReferringEvaluator:
         }
         for t in self.thresholds:
             result[f"P@{t}"] = 100 * float(np.mean(iou >= t))
-        result["num_expressions"] = len(self.unions)
         return result
+
+    @property
+    def num_expressions(self) -> int:
+        """How many expressions were processed."""
+        return len(self.unions)
 
 
 def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike) -> dict:
@@ -88,7 +92,7 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike) -> 
     for key, gt_path in gt_files.items():
         evaluator.process(read_label_map(pred_files[key]) > 0, read_label_map(gt_path) > 0,
                           name=f"{pred_files[key]} vs {gt_path}")
-    return evaluator.evaluate()
+    return {**evaluator.evaluate(), "num_expressions": evaluator.num_expressions}
 
 
 def main(argv: Iterable[str] | None = None) -> int:
