@@ -1,0 +1,1 @@
+"""Class-list data files (one JSON per dataset) and the builder that makes them from `sources/`."""

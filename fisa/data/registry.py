@@ -1,0 +1,264 @@
+"""The dataset registry: names, class lists, tasks, splits and the prepared on-disk layout.
+
+This module is the single source of truth for where a prepared dataset lives under the
+data root (`$DETECTRON2_DATASETS` or the preset's `data_root`). The layout follows the
+detectron2 / Mask2Former / FC-CLIP convention, so a tree prepared for FC-CLIP works as is:
+
+    coco/{train2017,val2017}/*.jpg, coco/annotations/panoptic_{split}.json,
+    coco/panoptic_{split}/*.png (RGB ids), coco/panoptic_semseg_{split}/*.png (0..132, 255)
+    ADEChallengeData2016/images/{training,validation}/*.jpg,
+    ADEChallengeData2016/annotations_detectron2/{training,validation}/*.png (0..149, 255),
+    ADEChallengeData2016/ade20k_panoptic_{train,val}.json + ade20k_panoptic_{train,val}/*.png
+    ADE20K_2021_17_01/{images,annotations}_detectron2/{training,validation}  (*.tif, 16-bit, 65535)
+        (FC-CLIP's prepare script writes under ade/ADE20K_2021_17_01: both are accepted)
+    pascal_ctx_d2/images/{training,validation}/*.jpg, annotations_ctx59/<split>/*.png (255),
+        annotations_ctx459/<split>/*.tif (16-bit, 65535)
+    mapillary_vistas/{training,validation}/{images,labels,panoptic}, panoptic/panoptic_2018.json
+        (v1.2: labels 0..64, 65 = unlabelled = ignore, as Mask2Former)
+    refcoco/{refcoco,refcoco+}/{refs(unc).p,instances.json}, images in coco/train2014/
+
+Class lists are JSON data files in `fisa/data/classes/` (built from the official sources by
+`fisa/data/classes/build.py`; each file records its sources). A class is a list of
+synonyms (the first is the display name), as FC-CLIP/ODISE use for open-vocabulary
+evaluation.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional
+
+CLASSES_DIR = Path(__file__).resolve().parent / "classes"
+MARKER_DIR = ".fisa"  # <root>/.fisa/<name>.<stage>.done
+
+
+class DatasetError(ValueError):
+    """Unknown dataset/split, or a prepared file missing or malformed (the message names it)."""
+
+
+@dataclass(frozen=True)
+class SplitLayout:
+    """Where one split of a prepared dataset lives, relative to the data root.
+
+    Paths containing `{base}` are formatted with the dataset's base folder (the first of
+    `DatasetMeta.bases` that exists under the root).
+    """
+
+    image_dir: str                       # *.jpg (for refcoco: COCO train2014)
+    image_ext: str = ".jpg"
+    sem_seg_dir: Optional[str] = None    # semantic label maps
+    sem_seg_ext: str = ".png"            # .png (8-bit) or .tif (16-bit)
+    panoptic_json: Optional[str] = None  # panopticapi JSON
+    panoptic_dir: Optional[str] = None   # RGB-id PNGs
+    refs: Optional[str] = None           # refer toolkit's refs(unc).p
+    instances_json: Optional[str] = None  # refer toolkit's instances.json
+    refs_split: Optional[str] = None     # the `split` value of refs in this split
+
+    def resolved(self, base: str) -> "SplitLayout":
+        """A copy with `{base}` substituted."""
+        kw = {}
+        for f in ("image_dir", "sem_seg_dir", "panoptic_json", "panoptic_dir", "refs", "instances_json"):
+            v = getattr(self, f)
+            kw[f] = v.format(base=base) if isinstance(v, str) else v
+        return SplitLayout(**{**self.__dict__, **kw})
+
+    def files(self) -> dict[str, str]:
+        """The non-empty path fields (name -> relative path)."""
+        return {f: getattr(self, f) for f in ("image_dir", "sem_seg_dir", "panoptic_json", "panoptic_dir", "refs",
+                                               "instances_json") if getattr(self, f)}
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    """Everything the harness knows about one benchmark (no I/O beyond the class-list JSON)."""
+
+    name: str
+    title: str
+    classes: list[list[str]]             # synonyms per class, first = display name; [] for referring
+    thing: list[bool]                    # per class
+    ignore_label: int
+    tasks: tuple[str, ...]               # subset of panoptic / semantic / referring
+    train_split: Optional[str]
+    eval_split: str
+    splits: dict[str, SplitLayout]
+    bases: tuple[str, ...]               # accepted base folders; the first is what prepare writes
+    category_ids: Optional[list[int]] = None  # panoptic: dataset category id of each contiguous index
+    prepare_hint: str = ""               # how to create the prepared files
+    sources: list[dict] = field(default_factory=list)  # where the class list comes from
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        """The first synonym of each class (display / per-class table names)."""
+        return [c[0] for c in self.classes]
+
+    @property
+    def category_id_to_index(self) -> dict[int, int]:
+        """Panoptic category id -> contiguous class index."""
+        if self.category_ids is None:
+            raise DatasetError(f"{self.name}: no panoptic category ids (tasks {list(self.tasks)})")
+        return {cid: i for i, cid in enumerate(self.category_ids)}
+
+    def split(self, split: str) -> SplitLayout:
+        """The (unresolved) layout of `split`; accepts the folder names as aliases ('val2017', 'validation')."""
+        key = SPLIT_ALIASES.get(split, split)
+        if key not in self.splits:
+            raise DatasetError(f"{self.name}: unknown split {split!r}; known: {', '.join(self.splits)}")
+        return self.splits[key]
+
+    def base_dir(self, root: str | Path) -> str:
+        """The base folder present under `root` (the first accepted one if none exists yet)."""
+        root = Path(root)
+        for b in self.bases:
+            if (root / b).exists():
+                return b
+        return self.bases[0]
+
+    def layout(self, split: str, root: str | Path | None = None) -> SplitLayout:
+        """The layout of `split` relative to the root (with the base folder found under `root`)."""
+        base = self.base_dir(root) if root is not None else self.bases[0]
+        return self.split(split).resolved(base)
+
+    def paths(self, split: str, root: str | Path) -> dict[str, Path]:
+        """Absolute paths of `split`'s files/folders under `root` (name -> Path)."""
+        return {k: Path(root) / v for k, v in self.layout(split, root).files().items()}
+
+
+SPLIT_ALIASES = {"val2017": "val", "validation": "val", "train2017": "train", "training": "train"}
+
+_PREPARE = "python -m fisa.data.prepare --dataset {name} --root ROOT (Snakemake rule prepare_{name}; " \
+           "small preset: python -m fisa.data.synthetic --root ROOT, rule synthetic_data)"
+
+
+def _coco_split(s: str) -> SplitLayout:
+    return SplitLayout(image_dir=f"{{base}}/{s}", sem_seg_dir=f"{{base}}/panoptic_semseg_{s}",
+                       panoptic_json=f"{{base}}/annotations/panoptic_{s}.json", panoptic_dir=f"{{base}}/panoptic_{s}")
+
+
+def _ade150_split(short: str, folder: str) -> SplitLayout:
+    return SplitLayout(image_dir=f"{{base}}/images/{folder}", sem_seg_dir=f"{{base}}/annotations_detectron2/{folder}",
+                       panoptic_json=f"{{base}}/ade20k_panoptic_{short}.json",
+                       panoptic_dir=f"{{base}}/ade20k_panoptic_{short}")
+
+
+def _sem_split(images: str, labels: str, ext: str) -> SplitLayout:
+    return SplitLayout(image_dir=f"{{base}}/{images}", sem_seg_dir=f"{{base}}/{labels}", sem_seg_ext=ext)
+
+
+def _mapillary_split(folder: str) -> SplitLayout:
+    return SplitLayout(image_dir=f"{{base}}/{folder}/images", sem_seg_dir=f"{{base}}/{folder}/labels",
+                       panoptic_json=f"{{base}}/{folder}/panoptic/panoptic_2018.json",
+                       panoptic_dir=f"{{base}}/{folder}/panoptic")
+
+
+def _ref_split(folder: str, split: str) -> SplitLayout:
+    return SplitLayout(image_dir="coco/train2014", refs=f"{{base}}/{folder}/refs(unc).p",
+                       instances_json=f"{{base}}/{folder}/instances.json", refs_split=split)
+
+
+# name -> static description; classes/thing/category ids come from fisa/data/classes/<name>.json
+_SPECS: dict[str, dict] = {
+    "coco": dict(title="COCO panoptic", ignore_label=255, tasks=("panoptic", "semantic"),
+                 train_split="train", eval_split="val", bases=("coco",),
+                 splits={"train": _coco_split("train2017"), "val": _coco_split("val2017")}, num_classes=133),
+    "ade150": dict(title="ADE20K-150", ignore_label=255, tasks=("panoptic", "semantic"),
+                   train_split="train", eval_split="val", bases=("ADEChallengeData2016",),
+                   splits={"train": _ade150_split("train", "training"), "val": _ade150_split("val", "validation")},
+                   num_classes=150),
+    "ade847": dict(title="ADE20K-847", ignore_label=65535, tasks=("semantic",),
+                   train_split="train", eval_split="val", bases=("ADE20K_2021_17_01", "ade/ADE20K_2021_17_01"),
+                   splits={"train": _sem_split("images_detectron2/training", "annotations_detectron2/training", ".tif"),
+                           "val": _sem_split("images_detectron2/validation", "annotations_detectron2/validation",
+                                             ".tif")},
+                   num_classes=847),
+    "pc59": dict(title="Pascal Context 59", ignore_label=255, tasks=("semantic",),
+                 train_split="train", eval_split="val", bases=("pascal_ctx_d2",),
+                 splits={"train": _sem_split("images/training", "annotations_ctx59/training", ".png"),
+                         "val": _sem_split("images/validation", "annotations_ctx59/validation", ".png")},
+                 num_classes=59),
+    "pc459": dict(title="Pascal Context 459", ignore_label=65535, tasks=("semantic",),
+                  train_split="train", eval_split="val", bases=("pascal_ctx_d2",),
+                  splits={"train": _sem_split("images/training", "annotations_ctx459/training", ".tif"),
+                          "val": _sem_split("images/validation", "annotations_ctx459/validation", ".tif")},
+                  num_classes=459),
+    "mapillary": dict(title="Mapillary Vistas v1.2", ignore_label=65, tasks=("panoptic", "semantic"),
+                      train_split="train", eval_split="val", bases=("mapillary_vistas",),
+                      splits={"train": _mapillary_split("training"), "val": _mapillary_split("validation")},
+                      num_classes=65),
+    "refcoco": dict(title="RefCOCO (UNC)", ignore_label=255, tasks=("referring",),
+                    train_split="train", eval_split="val", bases=("refcoco",),
+                    splits={s: _ref_split("refcoco", s) for s in ("train", "val", "testA", "testB")}, num_classes=0),
+    "refcocoplus": dict(title="RefCOCO+ (UNC)", ignore_label=255, tasks=("referring",),
+                        train_split="train", eval_split="val", bases=("refcoco",),
+                        splits={s: _ref_split("refcoco+", s) for s in ("train", "val", "testA", "testB")},
+                        num_classes=0),
+}
+
+
+def list_datasets() -> list[str]:
+    """The registry's dataset names, in the paper's order."""
+    return list(_SPECS)
+
+
+def _load_classes(name: str, expected: int) -> tuple[list[list[str]], list[bool], Optional[list[int]], list[dict]]:
+    """(classes, thing flags, category ids, sources) from `classes/<name>.json`."""
+    if expected == 0:
+        return [], [], None, []
+    path = CLASSES_DIR / f"{name}.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DatasetError(f"class list missing: {path} (rebuild with python -m fisa.data.classes.build)") from None
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: not valid JSON: {e}") from None
+    entries = data.get("classes")
+    if not isinstance(entries, list) or len(entries) != expected:
+        raise DatasetError(f"{path}: expected {expected} classes under 'classes', got "
+                           f"{len(entries) if isinstance(entries, list) else type(entries).__name__}")
+    classes, thing, ids = [], [], []
+    for i, e in enumerate(entries):
+        names = e.get("names")
+        if not names or not all(isinstance(n, str) and n for n in names):
+            raise DatasetError(f"{path}: class {i} has no names")
+        classes.append(list(names))
+        thing.append(bool(e.get("isthing", False)))
+        ids.append(e.get("id"))
+    category_ids = [int(i) for i in ids] if all(i is not None for i in ids) else None
+    return classes, thing, category_ids, list(data.get("sources", []))
+
+
+@lru_cache(maxsize=None)
+def _meta(name: str) -> DatasetMeta:
+    spec = dict(_SPECS[name])
+    n = spec.pop("num_classes")
+    classes, thing, category_ids, sources = _load_classes(name, n)
+    if "panoptic" not in spec["tasks"]:
+        category_ids = None
+    return DatasetMeta(name=name, classes=classes, thing=thing, category_ids=category_ids, sources=sources,
+                       prepare_hint=_PREPARE.format(name=name), **spec)
+
+
+def get_meta(name: str) -> DatasetMeta:
+    """The registry entry of dataset `name` (coco, ade150, ade847, pc59, pc459, mapillary, refcoco, refcocoplus)."""
+    if name not in _SPECS:
+        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(_SPECS)}")
+    return _meta(name)
+
+
+def marker_path(root: str | Path, name: str, stage: str = "prepare") -> Path:
+    """`<root>/.fisa/<name>.<stage>.done`: the stage's completion marker (written atomically, last)."""
+    return Path(root) / MARKER_DIR / f"{name}.{stage}.done"
+
+
+def panoptic_gt(name: str, root: str | Path, split: str | None = None) -> tuple[Path, Path]:
+    """(panoptic JSON, PNG folder) of `split` (default: the eval split) under `root`."""
+    meta = get_meta(name)
+    if "panoptic" not in meta.tasks:
+        raise DatasetError(f"{name} has no panoptic ground truth (tasks: {', '.join(meta.tasks)})")
+    p = meta.paths(split or meta.eval_split, root)
+    return p["panoptic_json"], p["panoptic_dir"]
