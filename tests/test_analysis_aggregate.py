@@ -125,3 +125,15 @@ def test_reading_a_bad_metrics_csv_names_it(tmp_path):
     wrong = tmp_path / "wrong.csv"; wrong.write_text("a,b\n1,2\n")
     with pytest.raises(agg.ResultFileError, match=r"wrong.csv: missing columns \['preset'"):
         agg.read_metrics(wrong)
+
+
+def test_unseen_ade150_classes_from_the_registry():
+    """Integration with fisa.data.registry: the real COCO and ADE-150 vocabularies."""
+    pytest.importorskip("fisa.data.registry")
+    unseen = vocabulary.unseen_classes("ade150")
+    ade = [c[0] for c in vocabulary.dataset_classes("ade150")]
+    assert set(unseen) < set(ade) and len(unseen) > 20
+    # classes COCO-Panoptic has (wall via "wall-other-merged", person, car) are seen; skyscraper is not
+    assert not {"wall", "person", "car"} & set(unseen)
+    assert "skyscraper" in unseen
+    assert vocabulary.unseen_classes("coco") == []
