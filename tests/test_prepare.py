@@ -286,7 +286,17 @@ def test_mapillary_archive_with_a_top_folder_is_hoisted(prepared, tmp_path):
 
 def test_prepared_tree_matches_the_registry_layout(prepared):
     root, _, records = prepared
+    # Every path fisa.data.registry (what the loaders read) names for the eval split exists.
     checks = {name: rec["registry_layout"] for name, rec in records.items()}
-    if any(c.startswith("skipped") for c in checks.values()):
-        pytest.skip(f"registry not loadable here: {checks}")
-    assert set(checks.values()) == {"passed"}
+    assert checks == {name: "passed" for name in ALL}
+
+
+def test_registry_layout_gap_blocks_the_marker(prepared, tmp_path):
+    root, _, _ = prepared
+    _copy_tree(root, tmp_path, "pascal_ctx_d2/images", "pascal_ctx_d2/annotations_ctx459")
+    from fisa.data.prepare import check_registry_layout
+
+    assert check_registry_layout("pc459", tmp_path) == "passed"
+    shutil.rmtree(tmp_path / "pascal_ctx_d2/annotations_ctx459")
+    with pytest.raises(PrepareError, match=r"pc459: .*missing: sem_seg_dir .*annotations_ctx459/validation"):
+        check_registry_layout("pc459", tmp_path)
