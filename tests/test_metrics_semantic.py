@@ -202,3 +202,21 @@ def test_cli_unreadable_and_bad_files(tmp_path, capsys):
     Image.fromarray(np.full((24, 32), 9, np.uint8)).save(tmp_path / "pred" / "img_1.png")
     rc, err, out = _cli(tmp_path, 6, 255, capsys)
     assert rc == 1 and "contain 9, outside 0..5" in err and "img_1.png" in err
+
+
+def test_module_entry_point(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _folders(tmp_path, 6, 255, np.uint8, n=2)
+    out = tmp_path / "o.json"
+    cmd = [sys.executable, "-m", "fisa.metrics.semantic", "--gt-dir", str(tmp_path / "gt"), "--pred-dir",
+           str(tmp_path / "pred"), "--num-classes", "6", "--ignore-label", "255", "--output", str(out)]
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=repo)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 images: mIoU" in proc.stdout and set(json.loads(out.read_text())) >= {"mIoU", "fwIoU", "mACC", "pACC", "IoU"}
+    out.unlink()
+    proc = subprocess.run(cmd[:-4] + ["--ignore-label", "3", "--output", str(out)], capture_output=True, text=True, cwd=repo)
+    assert proc.returncode == 1 and "ignore_label 3 is a valid class id" in proc.stderr and not out.exists()
