@@ -25,13 +25,18 @@ from analysis.tables import LAYOUTS, TARGETS, _yaml, load_paper_numbers, paper_v
 from fisa.utils.io import atomic_path
 
 
+def empty_per_class() -> pd.DataFrame:
+    """A per_class table with no rows (figures that do not read per-class results)."""
+    return pd.DataFrame(columns=PER_CLASS_COLUMNS)
+
+
 @dataclass
 class Inputs:
     """Everything a figure may read."""
 
     preset: str
     metrics: pd.DataFrame
-    per_class: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PER_CLASS_COLUMNS))
+    per_class: pd.DataFrame = field(default_factory=lambda: empty_per_class())
     config: dict | None = None
     results_dir: Path | None = None
     paper: pd.DataFrame = field(default_factory=load_paper_numbers)
@@ -210,8 +215,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     metrics = read_metrics(args.metrics)
     inp = Inputs(preset=args.preset, metrics=metrics[metrics.preset == args.preset],
-                 per_class=read_per_class(args.per_class) if args.per_class else Inputs.__dataclass_fields__[
-                     "per_class"].default_factory(),
+                 per_class=read_per_class(args.per_class) if args.per_class else empty_per_class(),
                  config=load_config(args.config) if args.config else None,
                  results_dir=Path(args.results_dir) if args.results_dir else None)
     kwargs = {"images": args.images} if args.target == "qualitative" and args.images else {}
