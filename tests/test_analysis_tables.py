@@ -111,6 +111,8 @@ def test_table1_latex_and_markdown(table1_metrics, tmp_path):
     assert "|  | paper | 56.4 | 67.1 | 28.1 | 36.8 | 19.0 | 29.7 | 16.1 | 62.4 | 23.6 |" in md
     assert "| SED | reported by the paper |" in md
     assert "fisa_main): commit 0123456789; config cfg0." in md
+    assert md.rstrip().endswith("are in `results/small/metrics.csv`.")
+    assert "`snakemake --config preset=small table1_main`" in md
 
 
 @pytest.mark.parametrize("target", ["table1_main", "table2_efficiency", "table3a_components", "table3b_lora",
