@@ -300,3 +300,18 @@ def test_registry_layout_gap_blocks_the_marker(prepared, tmp_path):
     shutil.rmtree(tmp_path / "pascal_ctx_d2/annotations_ctx459")
     with pytest.raises(PrepareError, match=r"pc459: .*missing: sem_seg_dir .*annotations_ctx459/validation"):
         check_registry_layout("pc459", tmp_path)
+
+
+def test_ade150_panoptic_pngs_of_another_tool_are_rewritten_with_the_json(prepared, tmp_path):
+    root, _, _ = prepared
+    base = "ADEChallengeData2016"
+    _copy_tree(root, tmp_path, "downloads/ade20k_instance_catid_mapping.txt", f"{base}/images", f"{base}/annotations",
+               f"{base}/annotations_instance", f"{base}/ade20k_panoptic_val")
+    png = tmp_path / base / "ade20k_panoptic_val/ADE_val_00000001.png"
+    rgb = _read(png)
+    Image.fromarray((rgb + 1).astype(np.uint8)).save(png)  # other segment ids, as FC-CLIP's random ones
+    prepare_dataset("ade150", tmp_path, workers=1)
+    ann = json.loads((tmp_path / base / "ade20k_panoptic_val.json").read_text())["annotations"][0]
+    rgb = _read(png).astype(np.int64)
+    ids = set(np.unique(rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]).tolist()) - {0}
+    assert ids and ids <= {s["id"] for s in ann["segments_info"]}  # the PNG agrees with the JSON again

@@ -136,9 +136,9 @@ def _panoptic_one(stem: str, image_dir: Path, sem_dir: Path, ins_dir: Path, out_
     if sem.dtype != np.uint8 or ins.dtype != np.uint8:
         raise PrepareError(f"{sem_file} / {ins_file}: expected 8-bit PNGs")
     pan, segments = panoptic_from_annotations(sem, ins, mapping, thing_ids, where=str(ins_file))
-    dst = out_dir / f"{stem}.png"
-    if not dst.exists():
-        save_png(id2rgb(pan), dst)
+    # Always (re)written: a PNG left by another tool (FC-CLIP's random segment ids) or an
+    # interrupted run must agree with the JSON written at the end of this split.
+    save_png(id2rgb(pan), out_dir / f"{stem}.png")
     image = {"id": stem, "file_name": f"{stem}.jpg", "width": width, "height": height}
     return image, {"image_id": stem, "file_name": f"{stem}.png", "segments_info": segments}
 
@@ -165,12 +165,15 @@ def prepare(root: Path, workers: int | None = None, all_splits: bool = False) ->
         parallel_map(partial(_semantic_one, src_dir=sem_dir, dst_dir=sem_out), pngs, workers)
 
         pan_out = base / f"ade20k_panoptic_{name}"
+        pan_json = base / f"ade20k_panoptic_{name}.json"
+        if pan_json.exists():
+            continue  # written last, after every PNG of the split: this split is complete (validated below)
         pan_out.mkdir(parents=True, exist_ok=True)
         stems = sorted(p.stem for p in image_dir.glob("*.jpg"))
         results = parallel_map(partial(_panoptic_one, image_dir=image_dir, sem_dir=sem_dir, ins_dir=ins_dir,
                                        out_dir=pan_out, mapping=mapping, thing_ids=thing_ids), stems, workers)
         # The JSON is written last: its presence means every PNG of the split is there.
-        write_json(base / f"ade20k_panoptic_{name}.json",
+        write_json(pan_json,
                    {"images": [r[0] for r in results], "annotations": [r[1] for r in results],
                     "categories": cats})
     return validate(root, all_splits)
