@@ -53,7 +53,8 @@ def create_clip(clip_cfg: dict, cache_dir: str | None = None, init_seed: int = 0
         if pretrained is None:  # random weights are intended here; silence open_clip's warning
             root_logger.setLevel(logging.ERROR)
         try:
-            model = open_clip.create_model(name, pretrained=pretrained, cache_dir=clip_cache)
+            model = open_clip.create_model(name, pretrained=pretrained, cache_dir=clip_cache,
+                                           force_quick_gelu=uses_quick_gelu(name, pretrained))
         finally:
             root_logger.setLevel(level)
     visual = model.visual
@@ -67,6 +68,15 @@ def create_clip(clip_cfg: dict, cache_dir: str | None = None, init_seed: int = 0
                                   f"got pool_type={visual.pool_type!r}")
     split_attention(visual)
     return model
+
+
+def uses_quick_gelu(name: str, pretrained: str | None) -> bool:
+    """Whether the pretrained tag was trained with QuickGELU (OpenAI's weights were). open_clip
+    only warns on a mismatch, and the plain config names (ViT-L-14-336) use nn.GELU, so without
+    this the `openai` weights would run with the wrong activation."""
+    if not pretrained:
+        return False
+    return bool(open_clip.get_pretrained_cfg(name, pretrained).get("quick_gelu", False))
 
 
 class SplitAttention(nn.Module):

@@ -1,0 +1,125 @@
+"""Benchmark: FISA vs the MaskCLIP baseline, forward time and peak memory, side by side.
+
+    python -m fisa.bench.models                      # ViT-B-16, 448px, 100 masks, 150 classes, CPU
+    python -m fisa.bench.models --device cuda --repeats 20
+    python -m fisa.bench.models --clip fisa-tiny-vit-l --image-size 64 --masks 16   # quick check
+
+Both models get the same random-weight CLIP, the same precomputed proposals (the frozen
+generator is identical for both and left out) and the same vocabulary. Each model is measured in
+its own subprocess so peak memory is not polluted by the other: on CUDA
+`torch.cuda.max_memory_allocated`, on CPU the rise of the process's peak RSS during the timed
+forwards over its RSS before them. Target (issue 2): FISA <= 1.15x time and <= 1.2x memory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import statistics
+import time
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _measure(args: dict, variant: str, queue) -> None:
+    import torch
+
+    from fisa.models import build_model
+    from fisa.models.summary import summary_config
+
+    torch.set_num_threads(args["threads"])
+    torch.manual_seed(0)
+    cfg = summary_config(args["clip"], num_proposals=16)
+    cfg["clip"]["image_size"] = args["image_size"]
+    device = torch.device(args["device"])
+    model = build_model(cfg, variant).to(device).eval()
+    dim = model.clip.visual.output_dim
+    g = torch.Generator().manual_seed(1)
+    vocab = torch.nn.functional.normalize(torch.randn(args["classes"], dim, generator=g), dim=-1).to(device)
+    s = args["image_size"]
+    images = (torch.rand(1, 3, s, s, generator=g) * 255).to(device)
+    proposals = (torch.randn(1, args["masks"], s // 4, s // 4, generator=g) * 4).to(device)
+
+    def run():
+        with torch.no_grad():
+            out = model(images, vocab, proposals=proposals)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    for _ in range(args["warmup"]):
+        run()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _rss_mb()
+    times = []
+    for _ in range(args["repeats"]):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    if device.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+        total = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        total = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = total - base
+    queue.put({"variant": variant, "median_s": statistics.median(times), "min_s": min(times),
+               "peak_activation_mb": peak, "peak_total_mb": total})
+
+
+def measure(args: dict, variant: str) -> dict:
+    """Measure one variant in a fresh subprocess."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_measure, args=(args, variant, q))
+    p.start()
+    result = q.get()
+    p.join()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clip", default="ViT-B-16")
+    ap.add_argument("--image-size", type=int, default=448)
+    ap.add_argument("--masks", type=int, default=100)
+    ap.add_argument("--classes", type=int, default=150)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--json", action="store_true")
+    args = vars(ap.parse_args(argv))
+    base = measure(args, "baseline")
+    fisa = measure(args, "fisa")
+    ratios = {"time_ratio": fisa["median_s"] / base["median_s"],
+              "memory_ratio_total": fisa["peak_total_mb"] / base["peak_total_mb"],
+              # forward-only peaks under ~1 MB are RSS noise: no ratio then
+              "memory_ratio_activation": (fisa["peak_activation_mb"] / base["peak_activation_mb"]
+                                          if base["peak_activation_mb"] > 1 else None)}
+    report = {"setting": {k: args[k] for k in ("clip", "image_size", "masks", "classes", "device", "threads",
+                                               "repeats")},
+              "baseline": base, "fisa": fisa, **ratios,
+              "targets": {"time_ratio": 1.15, "memory_ratio_total": 1.2}}
+    if args["json"]:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{args['clip']} @ {args['image_size']}px, {args['masks']} masks, {args['classes']} classes, "
+              f"{args['device']} ({args['threads']} threads), median of {args['repeats']}")
+        for r in (base, fisa):
+            print(f"  {r['variant']:9s} {r['median_s'] * 1000:9.1f} ms   peak total {r['peak_total_mb']:9.1f} MB   "
+                  f"forward {r['peak_activation_mb']:8.1f} MB")
+        print(f"  FISA / baseline: time {ratios['time_ratio']:.3f}x (target <= 1.15), memory "
+              f"{ratios['memory_ratio_total']:.3f}x total (target <= 1.2), forward-only "
+              f"{'n/a' if ratios['memory_ratio_activation'] is None else format(ratios['memory_ratio_activation'], '.3f') + 'x'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,110 @@
+"""Download a preset's pretrained weights into its cache_dir (the workflow's fetch rules).
+
+    python -m fisa.models.fetch --config config.yaml --preset paper --backbone vit_l14_336
+    python -m fisa.models.fetch --config config.yaml --preset paper --generator swin_b
+    python -m fisa.models.fetch --config config.yaml --preset paper --generator r50   # download + convert
+
+Backbones: open_clip weights of `pretrained` into <cache_dir>/open_clip (nothing to do for
+`pretrained: null`). Generators: `hub` ids into <cache_dir>/huggingface; `converted` downloads the
+detectron2 .pkl into <cache_dir>/downloads and converts it to <cache_dir>/generators/<name>/;
+`harness` generators are made by `train_generator` (nothing to fetch). Ends by writing
+<cache_dir>/.done/<backbone|generator>_<name>.json atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import urllib.request
+from pathlib import Path
+
+from fisa.config import load_config
+from fisa.utils.io import atomic_path, atomic_write_json
+
+log = logging.getLogger("fisa.models.fetch")
+
+
+def done_path(cache_dir: str | Path, kind: str, name: str) -> Path:
+    """<cache_dir>/.done/<kind>_<name>.json (kind: backbone | generator)."""
+    return Path(cache_dir) / ".done" / f"{kind}_{name}.json"
+
+
+def fetch_backbone(entry: dict, cache_dir: str | Path) -> dict:
+    """Download the open_clip weights of a backbone entry {model, pretrained, image_size}."""
+    import open_clip
+
+    from fisa.models.clip_backbone import register_model_configs
+
+    register_model_configs()
+    if not entry.get("pretrained"):
+        return {"action": "none", "reason": "pretrained is null: random weights, nothing to download"}
+    cfg = open_clip.get_pretrained_cfg(entry["model"], entry["pretrained"])
+    if not cfg:
+        raise ValueError(f"backbone {entry['model']!r}: open_clip has no pretrained tag {entry['pretrained']!r} "
+                         f"(known: {open_clip.list_pretrained_tags_by_model(entry['model'])})")
+    path = open_clip.download_pretrained(cfg, cache_dir=str(Path(cache_dir) / "open_clip"))
+    return {"action": "downloaded", "path": str(path)}
+
+
+def fetch_generator(name: str, entry: dict, cache_dir: str | Path) -> dict:
+    """Download (and for `converted`, convert) a generator entry."""
+    source = entry.get("source")
+    if source == "hub":
+        from transformers import Mask2FormerForUniversalSegmentation
+
+        Mask2FormerForUniversalSegmentation.from_pretrained(entry["id"], cache_dir=str(Path(cache_dir) / "huggingface"))
+        return {"action": "downloaded", "id": entry["id"]}
+    if source == "harness":
+        return {"action": "none", "reason": "harness generators are trained by the `train_generator` rule"}
+    if source == "converted":
+        from fisa.models.convert_d2_mask2former import convert_file
+
+        url = entry.get("url")
+        if not url:
+            raise ValueError(f"generators.{name}: a converted generator needs a `url` to the detectron2 .pkl")
+        pkl = Path(cache_dir) / "downloads" / Path(url).name
+        if not pkl.exists():
+            log.info("downloading %s -> %s", url, pkl)
+            with atomic_path(pkl) as tmp, urllib.request.urlopen(url) as r, open(tmp, "wb") as fh:
+                while chunk := r.read(1 << 20):
+                    fh.write(chunk)
+        out = Path(cache_dir) / "generators" / name
+        convert_file(pkl, out)
+        return {"action": "converted", "pkl": str(pkl), "path": str(out)}
+    raise ValueError(f"generators.{name}.source: expected hub, harness or converted, got {source!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=None)
+    ap.add_argument("--preset", required=True)
+    what = ap.add_mutually_exclusive_group(required=True)
+    what.add_argument("--backbone", help="logical backbone name of the preset (e.g. vit_l14_336)")
+    what.add_argument("--generator", help="logical generator name of the preset (e.g. swin_b)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = load_config(args.config)
+    if args.preset not in config["presets"]:
+        print(f"error: --preset {args.preset!r} not in presets ({sorted(config['presets'])})", file=sys.stderr)
+        return 2
+    preset = config["presets"][args.preset]
+    cache_dir = preset["cache_dir"]
+    kind, name = ("backbone", args.backbone) if args.backbone else ("generator", args.generator)
+    entries = preset.get(f"{kind}s", {})
+    if name not in entries:
+        print(f"error: --{kind} {name!r} not in presets.{args.preset}.{kind}s ({sorted(entries)})", file=sys.stderr)
+        return 2
+    try:
+        result = fetch_backbone(entries[name], cache_dir) if kind == "backbone" \
+            else fetch_generator(name, entries[name], cache_dir)
+    except (ValueError, OSError) as e:
+        print(f"error: {kind} {name!r}: {e}", file=sys.stderr)
+        return 1
+    atomic_write_json(done_path(cache_dir, kind, name), {"kind": kind, "name": name, "preset": args.preset,
+                                                          "entry": entries[name], **result})
+    log.info("%s %s: %s", kind, name, result["action"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
