@@ -234,3 +234,11 @@ def test_concurrent_jobs_sharing_a_file_download_it_once(tmp_path, server, sourc
     assert fetched.count("VOCtrainval_03-May-2010.tar") == 1 and fetched.count("trainval_merged.json") == 1
     assert _sha(tmp_path / "downloads/VOCtrainval_03-May-2010.tar") == _sha(raw / "VOCtrainval_03-May-2010.tar")
     assert dl.marker_path(tmp_path, "pc59", "download").exists() and dl.marker_path(tmp_path, "pc459", "download").exists()
+
+
+def test_ade847_release_under_either_accepted_folder_is_found(tmp_path, server, sources):
+    (tmp_path / "ade/ADE20K_2021_17_01").mkdir(parents=True)
+    (tmp_path / "ade/ADE20K_2021_17_01/index_ade20k.pkl").write_bytes(b"")
+    rec = dl.download_dataset("ade847", tmp_path, sources, backoff=0)
+    status = {f["name"]: f["status"] for f in rec["files"]}
+    assert status == {"ADE20K_2021_17_01.zip": "found extracted", "prepare_ade20k_full_sem_seg.py": "verified"}

@@ -375,8 +375,9 @@ def manual_message(dataset: str, fspec: dict, root: str | os.PathLike) -> str:
         lines.append(f"  {fspec['instructions'].strip()}")
     lines.append(f"  Then put the archive exactly here: {dest}")
     if fspec.get("present_if"):
+        wanted = [" or ".join(p) if isinstance(p, list) else p for p in fspec["present_if"]]
         lines.append("  (or, if you already extracted it, make these exist under "
-                     f"{Path(root).resolve()}: {', '.join(fspec['present_if'])})")
+                     f"{Path(root).resolve()}: {', '.join(wanted)})")
     lines.append(f"  and run again: python -m fisa.data.download --dataset {dataset} --root {root}")
     return "\n".join(lines)
 
@@ -511,8 +512,8 @@ def download_dataset(name: str, root: str | os.PathLike, sources: dict | str | o
     for fspec in spec.get("files", []):
         fspec = {"homepage": spec.get("homepage"), **fspec}
         present = fspec.get("present_if")
-        if present and all((root / p).exists() for p in present) and not (downloads_dir(root) / fspec["name"]).exists():
-            log.info("%s: %s already extracted (%s); not downloading", name, fspec["name"], ", ".join(present))
+        if present and _present(root, present) and not (downloads_dir(root) / fspec["name"]).exists():
+            log.info("%s: %s already extracted (%s); not downloading", name, fspec["name"], present)
             files.append({"name": fspec["name"], "status": "found extracted", "present_if": present})
             continue
         # pc59 and pc459 share VOC2010: jobs of both may run at once, so one file, one writer.
@@ -550,6 +551,11 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _present(root: Path, present_if: list) -> bool:
+    """All entries exist; an entry that is a list is satisfied by any of its alternatives."""
+    return all(any((root / a).exists() for a in (p if isinstance(p, list) else [p])) for p in present_if)
 
 
 def _now() -> str:
