@@ -93,7 +93,9 @@ def test_ade150_semantic_values(prepared):
 
 
 def test_ade150_panoptic_values(prepared):
-    root, truth, _ = prepared
+    root, truth, records = prepared
+    # the miniature mapping has 3 thing classes, the registry (real ADE-150) 100: flagged in the marker
+    assert records["ade150"]["summary"]["things_match_registry"] is False
     base = root / "ADEChallengeData2016"
     pan = json.loads((base / "ade20k_panoptic_val.json").read_text())
     things = {b - 1 for _, b, _ in ADE_MAPPING}
@@ -315,3 +317,12 @@ def test_ade150_panoptic_pngs_of_another_tool_are_rewritten_with_the_json(prepar
     rgb = _read(png).astype(np.int64)
     ids = set(np.unique(rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]).tolist()) - {0}
     assert ids and ids <= {s["id"] for s in ann["segments_info"]}  # the PNG agrees with the JSON again
+
+
+def test_ade150_thing_check_against_registry():
+    from fisa.data.prepare.ade150 import things_match_registry
+    from fisa.data.registry import get_meta
+
+    things = {i for i, t in enumerate(get_meta("ade150").thing) if t}
+    assert things_match_registry(things) is True
+    assert things_match_registry(things - {min(things)}) is False

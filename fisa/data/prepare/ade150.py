@@ -22,6 +22,7 @@ unique, non-zero, deterministic. PQ does not depend on segment ids.
 """
 from __future__ import annotations
 
+import logging
 from functools import partial
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from PIL import Image
 
 from .common import (PrepareError, check_pairs, load_json, mask_bbox, parallel_map, read_image, require,
                      save_png, write_json, id2rgb)
+
+log = logging.getLogger("fisa.data.prepare.ade150")
 
 SPLITS = (("val", "validation"), ("train", "training"))
 BASE = "ADEChallengeData2016"
@@ -176,7 +179,29 @@ def prepare(root: Path, workers: int | None = None, all_splits: bool = False) ->
         write_json(pan_json,
                    {"images": [r[0] for r in results], "annotations": [r[1] for r in results],
                     "categories": cats})
-    return validate(root, all_splits)
+    summary = validate(root, all_splits)
+    summary["things_match_registry"] = things_match_registry(thing_ids)
+    return summary
+
+
+def things_match_registry(thing_ids: set[int]) -> bool | None:
+    """Whether the mapping's thing classes are the registry's (None if the registry is unavailable).
+
+    The panoptic JSON's `isthing` (PQ Things/Stuff) comes from the mapping table, the model's
+    panoptic inference from the registry: a mismatch is logged loudly and recorded in the marker.
+    """
+    try:
+        from fisa.data.registry import get_meta
+
+        registry_things = {i for i, t in enumerate(get_meta("ade150").thing) if t}
+    except Exception:  # noqa: BLE001 - the registry is optional for preparing data
+        return None
+    if registry_things != thing_ids:
+        log.warning("ADE-150: the instance mapping's %d thing classes differ from the registry's %d "
+                    "(only in mapping: %s; only in registry: %s)", len(thing_ids), len(registry_things),
+                    sorted(thing_ids - registry_things)[:10], sorted(registry_things - thing_ids)[:10])
+        return False
+    return True
 
 
 def validate(root: Path, all_splits: bool = False) -> dict:
