@@ -242,3 +242,20 @@ def test_ade847_release_under_either_accepted_folder_is_found(tmp_path, server, 
     rec = dl.download_dataset("ade847", tmp_path, sources, backoff=0)
     status = {f["name"]: f["status"] for f in rec["files"]}
     assert status == {"ADE20K_2021_17_01.zip": "found extracted", "prepare_ade20k_full_sem_seg.py": "verified"}
+
+
+def test_cli_as_the_workflow_calls_it(tmp_path, server, sources):
+    # Same command line and redirection as workflow/rules/data.smk; exit status is what Snakemake sees.
+    import subprocess
+
+    path = write_sources(tmp_path, {"version": 1, "datasets": sources})
+    root = tmp_path / "root"
+    log = tmp_path / "download.log"
+    cmd = f"{sys.executable} -m fisa.data.download --dataset refcoco --root {root} --sources {path} > {log} 2>&1"
+    assert subprocess.run(cmd, shell=True).returncode == 0
+    assert "refcoco: download done" in log.read_text()
+    assert dl.marker_path(root, "refcoco", "download").exists()
+    cmd = cmd.replace("refcoco", "mapillary")
+    assert subprocess.run(cmd, shell=True).returncode == 2
+    assert "put the archive exactly here" in log.read_text()
+    assert not dl.marker_path(root, "mapillary", "download").exists()
