@@ -14,7 +14,7 @@ import torch
 
 from fisa.engine.checkpoint import CheckpointManager
 from fisa.engine.loop import PREEMPTED_EXIT_CODE, NonFiniteLossError
-from fisa.engine.sampling import MicroBatchSampler, SampleStream, accumulation_steps, subset_indices
+from fisa.engine.sampling import MicroBatchSampler, SampleStream, accumulation_steps
 
 from test_engine_standin import Points, run
 
@@ -175,13 +175,3 @@ def test_stream_covers_each_epoch_once_and_augmentation_is_seeded():
     a = s[7]["x"]
     torch.rand(100)  # whatever ran before must not matter
     assert torch.equal(s[7]["x"], a) and not torch.equal(s[8]["x"], a)
-
-
-def test_subset_indices_deterministic_nested():
-    a = subset_indices(1000, 0.01, seed=0)
-    assert len(a) == 10 and a == subset_indices(1000, 0.01, seed=0)
-    assert a != subset_indices(1000, 0.01, seed=1)
-    assert set(a) <= set(subset_indices(1000, 0.1, seed=0))
-    assert subset_indices(10, 0.001, seed=0).__len__() == 1
-    with pytest.raises(ValueError, match="data_fraction"):
-        subset_indices(10, 0.0, seed=0)

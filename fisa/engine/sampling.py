@@ -29,21 +29,6 @@ def mix_seed(*parts: int) -> int:
     return h & 0x7FFFFFFFFFFFFFFF
 
 
-def subset_indices(n: int, fraction: float, seed: int) -> list[int]:
-    """The training subset for `fraction` of `n` items, chosen from `seed` (at least one item).
-
-    Sorted, so the subset (not its order) is what the seed decides; nested: the
-    subset of a smaller fraction is a prefix of the same permutation, so 1% is inside 10%.
-    """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"train.data_fraction must be in (0, 1], got {fraction}")
-    if fraction == 1:
-        return list(range(n))
-    g = torch.Generator().manual_seed(mix_seed(seed, 0xDA7A))
-    perm = torch.randperm(n, generator=g).tolist()
-    return sorted(perm[:max(1, round(n * fraction))])
-
-
 class SampleStream(Dataset):
     """Endless, seeded view of `dataset`: item k = transform(dataset[perm_{k//N}[k % N]]).
 

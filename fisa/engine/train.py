@@ -30,7 +30,6 @@ from fisa.engine.common import (MODEL_FINAL, add_common_args, build_run_model, r
                                 setup_logging, split_batch, write_resolved_config)
 from fisa.engine.distributed import DistContext, barrier, cleanup_distributed, init_distributed
 from fisa.engine.loop import LoopConfig, Preempted, poly_lr_lambda, train_loop, trainable_state_dict
-from fisa.engine.sampling import subset_indices
 from fisa.utils.io import atomic_torch_save, atomic_write_json
 
 log = logging.getLogger("fisa.train")
@@ -42,7 +41,7 @@ TRAIN_HASH_SECTIONS = ("variant", "model", "train")
 def training_dataset(resolved: dict):
     """The training set (`train.dataset`, its train split) reduced to `train.data_fraction`
     of it, the subset chosen from the seed; plus its class names."""
-    from fisa.data.datasets import build_dataset
+    from fisa.data.datasets import build_dataset, subset
     from fisa.data.registry import get_meta
 
     t = resolved["train"]
@@ -50,10 +49,10 @@ def training_dataset(resolved: dict):
     dataset = build_dataset(t["dataset"], "train", resolved["data_root"])
     fraction = float(t.get("data_fraction", 1.0))
     if fraction < 1.0:
-        indices = subset_indices(len(dataset), fraction, resolved["seed"])
-        dataset = torch.utils.data.Subset(dataset, indices)
-        log.info("training on %d of %d images (data_fraction %g, seed %d)", len(indices),
-                 len(dataset.dataset), fraction, resolved["seed"])
+        full = len(dataset)
+        dataset = subset(dataset, fraction, resolved["seed"])
+        log.info("training on %d of %d images (data_fraction %g, seed %d)", len(dataset), full, fraction,
+                 resolved["seed"])
     return dataset, meta
 
 
