@@ -259,3 +259,12 @@ def test_cli_as_the_workflow_calls_it(tmp_path, server, sources):
     assert subprocess.run(cmd, shell=True).returncode == 2
     assert "put the archive exactly here" in log.read_text()
     assert not dl.marker_path(root, "mapillary", "download").exists()
+
+
+def test_many_drops_with_progress_do_not_exhaust_retries(tmp_path, server, sources, raw):
+    # 6 drops, each after some bytes: more than --retries 2, but every attempt makes progress.
+    name = "ADEChallengeData2016.zip"
+    server.faults[name] = {"drop_after": 500, "times": 6}
+    dl.download_dataset("ade150", tmp_path, sources, retries=2, backoff=0)
+    assert _sha(tmp_path / "downloads" / name) == _sha(raw / name)
+    assert len([n for n, _ in server.requests if n == name]) == 7

@@ -203,9 +203,10 @@ def http_fetch(urls: Iterable[str], dest: str | os.PathLike, *, retries: int = 5
     """Fetch the first URL that works into `dest.part`, resuming with Range across retries.
 
     Returns the `.part` path (complete as far as HTTP can tell); the caller verifies and
-    renames it. Each URL gets `retries` attempts with exponential backoff
-    (`backoff * 2**k` seconds); a connection dropped mid-body resumes from the bytes
-    already on disk. Raises DownloadError listing every URL's last error.
+    renames it. A connection dropped mid-body resumes from the bytes already on disk;
+    a URL is abandoned after `retries` consecutive attempts that added no bytes
+    (exponential backoff, `backoff * 2**k` seconds), so a large file over a flaky link
+    still completes. Raises DownloadError listing the errors met.
     """
     urls = list(urls)
     dest = Path(dest)
@@ -213,11 +214,13 @@ def http_fetch(urls: Iterable[str], dest: str | os.PathLike, *, retries: int = 5
     part.parent.mkdir(parents=True, exist_ok=True)
     errors = []
     for url in urls:
-        for attempt in range(retries + 1):
-            if attempt:
-                delay = backoff * 2 ** (attempt - 1)
-                log.warning("retrying %s in %.1fs (attempt %d/%d): %s", url, delay, attempt, retries, errors[-1])
+        failures = 0  # consecutive attempts that added no bytes: a slow but moving download never gives up
+        while failures <= retries:
+            if failures:
+                delay = backoff * 2 ** (failures - 1)
+                log.warning("retrying %s in %.1fs (attempt %d/%d): %s", url, delay, failures, retries, errors[-1])
                 time.sleep(delay)
+            before = part.stat().st_size if part.exists() else 0
             try:
                 if _fetch_once(url, part, timeout, expected_size, progress):
                     return part
@@ -226,6 +229,8 @@ def http_fetch(urls: Iterable[str], dest: str | os.PathLike, *, retries: int = 5
                 break
             except (urllib.error.URLError, OSError, _Incomplete) as e:
                 errors.append(f"{url}: {type(e).__name__}: {e}")
+                grew = part.exists() and part.stat().st_size > before
+                failures = 1 if grew else failures + 1
         log.warning("giving up on %s", url)
     raise DownloadError(f"could not download {dest.name} from any of {len(urls)} URL(s): " + "; ".join(errors))
 
