@@ -229,7 +229,7 @@ def _write_pascal_context(root: Path, n: int, seed: int) -> int:
         _save(img, root / lay59.image_dir / f"{stem}.jpg", "JPEG")
         _save(_semantic(seg, segments, m59.ignore_label, np.uint8, to59), root / lay59.sem_seg_dir / f"{stem}.png", "PNG")
         _save(_semantic(seg, segments, m459.ignore_label, np.uint16), root / lay459.sem_seg_dir / f"{stem}.tif", "TIFF")
-    return n
+    return n, sorted(c.name for c in sc)
 
 
 # ---------------------------------------------------------------- referring
@@ -329,18 +329,22 @@ def generate(root: str | Path, seed: int = 0, sizes: Optional[dict] = None) -> d
                                                lambda k: f"ADE_val_{k + 1:08d}.jpg",
                                                lambda k: f"ADE_val_{k + 1:08d}")}
     counts["ade847"] = {"val": _write_semantic(get_meta("ade847"), root, "val", n["ade847"], seed)}
-    pc = _write_pascal_context(root, n["pc59"], seed)
+    pc, pc_names = _write_pascal_context(root, n["pc59"], seed)
     counts["pc59"] = counts["pc459"] = {"val": pc}
     counts["mapillary"] = {"val": _write_panoptic(get_meta("mapillary"), root, "val", n["mapillary"], seed, 0.0,
                                                   lambda k: f"synthetic_{k:06d}.jpg", lambda k: f"synthetic_{k:06d}")}
     refs = _write_referring(root, n["refcoco"], seed)
     counts["refcoco"] = counts["refcocoplus"] = {"refs": refs}
     for name in list_datasets():  # markers last: a dataset counts as prepared only when all is written
-        stuff, things = active_classes(name) if get_meta(name).classes else ([], [])
+        if name in ("pc59", "pc459"):
+            shown = pc_names
+        elif name in ("refcoco", "refcocoplus"):
+            shown = sorted(c.name for c in active_classes("coco")[1])
+        else:
+            shown = sorted(c.name for group in active_classes(name) for c in group)
         atomic_write_json(marker_path(root, name), {
             "dataset": name, "stage": "prepare", "source": "synthetic", "generator": "fisa.data.synthetic",
-            "seed": seed, "counts": counts[name],
-            "active_classes": sorted(c.name for c in stuff + things)})
+            "seed": seed, "counts": counts[name], "classes_shown": shown})
     return counts
 
 

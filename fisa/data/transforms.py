@@ -148,8 +148,9 @@ def eval_transform(min_size: int, max_size: int):
 
 def collate(items: list[dict]) -> dict:
     """A batch from dataset items: `images` float [B,3,H,W] (0..255, zero-padded to the largest
-    size, as detectron2's ImageList), `targets` list of {labels, masks (padded likewise)}, and
-    the per-item fields as lists (`image_id`, `file_name`, `sem_seg`, ...)."""
+    size, as detectron2's ImageList), `image_sizes`, `targets` list of {labels, masks (padded
+    likewise)} without crowd segments, and the other per-item fields as lists (`image_id`,
+    `file_name`, `iscrowd`, `sem_seg`, ...)."""
     if not items:
         raise ValueError("collate: empty batch")
     H = max(int(it["image"].shape[-2]) for it in items)
@@ -160,17 +161,16 @@ def collate(items: list[dict]) -> dict:
         h, w = it["image"].shape[-2:]
         images[b, :, :h, :w] = it["image"].float()
         if "masks" in it:
-            m = it["masks"]
+            # Crowd regions are not training targets (Mask2Former's panoptic dataset mapper skips them).
+            keep = ~it["iscrowd"] if "iscrowd" in it else torch.ones(len(it["labels"]), dtype=torch.bool)
+            m = it["masks"][keep]
             pm = torch.zeros(m.shape[0], H, W, dtype=torch.bool)
             pm[:, :h, :w] = m
-            t = {"labels": it["labels"], "masks": pm}
-            if "iscrowd" in it:
-                t["iscrowd"] = it["iscrowd"]
-            targets.append(t)
+            targets.append({"labels": it["labels"][keep], "masks": pm})
     batch = {"images": images, "image_sizes": [tuple(it["image"].shape[-2:]) for it in items]}
     if len(targets) == len(items):
         batch["targets"] = targets
     for k in items[0]:
-        if k not in ("image", "labels", "masks", "iscrowd"):
+        if k not in ("image", "labels", "masks"):
             batch[k] = [it.get(k) for it in items]
     return batch
