@@ -268,3 +268,13 @@ def test_many_drops_with_progress_do_not_exhaust_retries(tmp_path, server, sourc
     dl.download_dataset("ade150", tmp_path, sources, retries=2, backoff=0)
     assert _sha(tmp_path / "downloads" / name) == _sha(raw / name)
     assert len([n for n, _ in server.requests if n == name]) == 7
+
+
+def test_delete_archives_keeps_later_runs_offline(tmp_path, server, sources):
+    rec = dl.download_dataset("refcoco", tmp_path, sources, backoff=0, delete_archives=True)
+    assert rec["files"][0]["archive_deleted"] is True
+    assert not (tmp_path / "downloads/refcoco.zip").exists()
+    assert (tmp_path / "refcoco/refcoco/instances.json").exists()
+    n = len(server.requests)
+    assert dl.download_dataset("refcoco", tmp_path, sources, backoff=0)["files"][0]["status"] == "found extracted"
+    assert len(server.requests) == n

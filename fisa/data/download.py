@@ -500,12 +500,15 @@ def _extract_steps(fspec: dict) -> list[dict]:
 
 
 def download_dataset(name: str, root: str | os.PathLike, sources: dict | str | os.PathLike | None = None, *,
-                     retries: int = 5, backoff: float = 2.0, timeout: float = 60.0) -> dict:
+                     retries: int = 5, backoff: float = 2.0, timeout: float = 60.0,
+                     delete_archives: bool = False) -> dict:
     """Fetch, verify and extract every file of dataset `name` under `root`; write its marker last.
 
     A file whose `present_if` paths all exist under `root` (a tree prepared elsewhere,
     e.g. for FC-CLIP) is taken as is and recorded as such. Raises ManualDownloadRequired
-    (no marker written) when a registration-only archive is missing.
+    (no marker written) when a registration-only archive is missing. `delete_archives`
+    removes an archive once extracted (its record stays; `present_if` then keeps later
+    runs from fetching it again).
     """
     root = Path(root)
     if not isinstance(sources, dict):
@@ -529,9 +532,13 @@ def download_dataset(name: str, root: str | os.PathLike, sources: dict | str | o
                 missing_manual.append(str(e))
                 continue
             extracted = ensure_extracted(root, fspec, record)
+            deleted = bool(delete_archives and extracted and fspec.get("present_if")
+                           and _present(root, fspec["present_if"]))
+            if deleted:
+                Path(record["path"]).unlink()
         files.append({"name": fspec["name"], "status": "verified", "sha256": record["sha256"],
                       "bytes": record["bytes"], "verified_by": record["verified_by"],
-                      "extracted_to": [e["to"] for e in extracted]})
+                      "extracted_to": [e["to"] for e in extracted], "archive_deleted": deleted})
     if missing_manual:
         raise ManualDownloadRequired("\n\n".join(missing_manual))
     marker = {"dataset": name, "stage": "download", "root": str(root.resolve()), "files": files,
@@ -576,11 +583,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--retries", type=int, default=5)
     p.add_argument("--backoff", type=float, default=2.0, help="first retry delay in seconds (doubles each retry)")
     p.add_argument("--timeout", type=float, default=60.0, help="socket timeout in seconds")
+    p.add_argument("--delete-archives", action="store_true",
+                   help="delete each archive once extracted (saves disk; later runs see the extracted tree)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         marker = download_dataset(args.dataset, args.root, args.sources, retries=args.retries,
-                                  backoff=args.backoff, timeout=args.timeout)
+                                  backoff=args.backoff, timeout=args.timeout, delete_archives=args.delete_archives)
     except ManualDownloadRequired as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
