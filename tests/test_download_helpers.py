@@ -9,7 +9,6 @@ in the middle), `status` (answer with this HTTP status), `ignore_range` (always 
 from __future__ import annotations
 
 import http.server
-import os
 import threading
 from pathlib import Path
 
@@ -99,4 +98,4 @@ def write_sources(tmp: Path, data: dict) -> Path:
     return path
 
 
-__all__ = ["FileServer", "write_sources", "os"]
+__all__ = ["FileServer", "write_sources"]

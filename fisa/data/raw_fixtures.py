@@ -312,10 +312,8 @@ def write_raw_sources(out_dir: str | Path, seed: int = 0) -> dict:
 
 
 def sources_for(base_url: str, sources_path: str | Path | None = None) -> dict:
-    """The real sources file with every URL replaced by `<base_url>/<file name>` and checksums kept
-    only where the miniature can honour them (md5 of the miniature), so tests run the real code."""
-    import hashlib
-
+    """The real sources file with every URL replaced by `<base_url>/<file name>` and the checksums
+    dropped (tests pin them explicitly with `md5_of`), so tests run the real code."""
     import yaml
 
     from fisa.data.download import DEFAULT_SOURCES
