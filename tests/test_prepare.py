@@ -20,6 +20,9 @@ from fisa.data.prepare import PrepareError, marker_path, prepare_dataset  # noqa
 from fisa.data.prepare.__main__ import main as prepare_main  # noqa: E402
 from fisa.data.raw_fixtures import ADE847_TABLE, ADE_MAPPING, COCO_CATEGORIES, sources_for, write_raw_sources  # noqa: E402
 
+# pycocotools 2.0.x with numpy 2 warns on every RLE decode; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+
 ALL = ["coco", "ade150", "ade847", "pc59", "pc459", "mapillary", "refcoco", "refcocoplus"]
 MANUAL = {"mapillary": "mapillary-vistas-dataset_public_v1.2.zip", "ade847": "ADE20K_2021_17_01.zip"}
 CTX59 = [0, 2, 9, 18, 19, 22, 23, 25, 31, 33, 34, 44, 45, 46, 59, 65, 68, 72, 80, 85, 98, 104, 105, 113, 115, 144,
