@@ -120,7 +120,8 @@ def write_coco(out: Path, rng) -> dict:
 # --------------------------------------------------------------------------- ADE20K-150
 
 
-ADE_MAPPING = [(1, 13, "person"), (2, 21, "car"), (3, 20, "chair")]  # instance class -> ADE-150 (1-based)
+# instance class -> ADE-150 class (1-based) -> full-ADE20K id, with a repeated row as in the real table
+ADE_MAPPING = [(1, 13, 1831), (2, 21, 401), (3, 20, 471), (3, 20, 2679)]
 
 
 def write_ade150(out: Path, rng) -> dict:
@@ -147,8 +148,8 @@ def write_ade150(out: Path, rng) -> dict:
             truth[stem] = {"sem": sem, "ins": ins}
     _zip(out / "ADEChallengeData2016.zip", members)
     _tar(out / "annotations_instance.tar", inst)
-    (out / "ade20k_instance_catid_mapping.txt").write_text(
-        "Instacne100\tSceneParsing150\tFullADE20K\n" + "".join(f"{a}\t{b}\t{n}\n" for a, b, n in ADE_MAPPING))
+    (out / "ade20k_instance_catid_mapping.txt").write_text(  # the real file's header and double tabs
+        "Instacne100\tSceneParse150\tFullADE20K\n" + "".join(f"{a}\t\t{b}\t\t{n}\n" for a, b, n in ADE_MAPPING))
     return truth
 
 
