@@ -22,6 +22,7 @@ from typing import Sequence
 
 import torch
 from torchvision import tv_tensors
+from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 IMAGE_PAD = 128  # detectron2 FixedSizeCrop's pad_value
@@ -49,10 +50,13 @@ def _resize(spatial: dict, size: tuple[int, int]) -> dict:
     for k, v in spatial.items():
         if k == "image":
             out[k] = F.resize(v, list(size), antialias=True)
-        elif v.dtype == torch.bool:  # nearest on bool is not supported by every kernel: go through uint8
-            out[k] = tv_tensors.Mask(F.resize(tv_tensors.Mask(v.to(torch.uint8)), list(size)).bool())
         else:
-            out[k] = F.resize(v, list(size))
+            # NEAREST_EXACT samples pixel centres like the bilinear image resize (and PIL's NEAREST,
+            # which detectron2 uses); torch's legacy "nearest" shifts labels by up to half a pixel.
+            # bool is not supported by every kernel: go through uint8.
+            x = tv_tensors.Mask(v.to(torch.uint8)) if v.dtype == torch.bool else v
+            x = F.resize(x, list(size), interpolation=InterpolationMode.NEAREST_EXACT)
+            out[k] = tv_tensors.Mask(x.bool()) if v.dtype == torch.bool else x
     return out
 
 
