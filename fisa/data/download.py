@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -227,7 +228,8 @@ def http_fetch(urls: Iterable[str], dest: str | os.PathLike, *, retries: int = 5
             except _Permanent as e:
                 errors.append(f"{url}: {e}")
                 break
-            except (urllib.error.URLError, OSError, _Incomplete) as e:
+            except (urllib.error.URLError, OSError, http.client.HTTPException, _Incomplete) as e:
+                # HTTPException: IncompleteRead / RemoteDisconnected from a connection cut mid-body
                 errors.append(f"{url}: {type(e).__name__}: {e}")
                 grew = part.exists() and part.stat().st_size > before
                 failures = 1 if grew else failures + 1
