@@ -278,3 +278,15 @@ def test_delete_archives_keeps_later_runs_offline(tmp_path, server, sources):
     n = len(server.requests)
     assert dl.download_dataset("refcoco", tmp_path, sources, backoff=0)["files"][0]["status"] == "found extracted"
     assert len(server.requests) == n
+
+
+def test_transient_server_errors_are_retried(tmp_path, server, sources, raw):
+    server.faults["refcoco.zip"] = {"status": 503, "status_times": 2}
+    dl.download_dataset("refcoco", tmp_path, sources, retries=3, backoff=0)
+    assert [n for n, _ in server.requests] == ["refcoco.zip"] * 3
+    assert _sha(tmp_path / "downloads/refcoco.zip") == _sha(raw / "refcoco.zip")
+
+    server.faults["refcoco+.zip"] = {"status": 503}
+    with pytest.raises(dl.DownloadError, match=r"could not download refcoco\+\.zip .*HTTP 503"):
+        dl.download_dataset("refcocoplus", tmp_path, sources, retries=2, backoff=0)
+    assert [n for n, _ in server.requests].count("refcoco+.zip") == 3  # first try + 2 retries

@@ -4,7 +4,8 @@ and tests/test_prepare*.py as a pytest plugin-free helper).
 Supports Range requests (206 + Content-Range), and per-file faults set by the test:
 `drop_after` (send that many body bytes then close the connection, `times` times),
 `truncate` (advertise the full length, stop at that absolute byte offset, every time), `corrupt` (flip a byte
-in the middle), `status` (answer with this HTTP status), `ignore_range` (always 200 + full body).
+in the middle), `status` (answer with this HTTP status, `status_times` times or always),
+`ignore_range` (always 200 + full body).
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ class FileServer:
                 server.requests.append((name, rng))
                 fault = server.faults.get(name, {})
                 path = server.directory / name
-                if fault.get("status"):
+                if fault.get("status") and fault.get("status_times", 10**9) > 0:
+                    fault["status_times"] = fault.get("status_times", 10**9) - 1
                     self.send_error(fault["status"])
                     return
                 if not path.is_file():
