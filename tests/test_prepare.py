@@ -340,3 +340,21 @@ def test_synthetic_stand_ins_pass_the_same_validation(tmp_path):
     for name in ALL:
         rec = prepare_dataset(name, tmp_path, check_only=True)
         assert rec["mode"] == "check-only" and rec["registry_layout"] == "passed", name
+
+
+def test_prepared_miniatures_load_with_the_harness_loaders(prepared):
+    # What real prepare writes is read by fisa.data.datasets exactly as the paper preset will.
+    from fisa.data.datasets import build_dataset
+    from fisa.data.registry import get_meta
+
+    root, _, _ = prepared
+    for name in ALL:
+        meta = get_meta(name)
+        ds = build_dataset(name, meta.eval_split, root, require_marker=True)
+        assert len(ds) == 2, name
+        item = ds[0]
+        assert item["image"].dtype.is_floating_point is False and item["image"].shape[0] == 3, name
+        if "semantic" in meta.tasks:
+            assert item["sem_seg"].shape == item["image"].shape[1:], name
+        if name == "ade150":  # panoptic targets decoded from our PNG + JSON
+            assert item["masks"].shape[0] == len(item["labels"]) > 0
