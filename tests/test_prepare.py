@@ -358,3 +358,17 @@ def test_prepared_miniatures_load_with_the_harness_loaders(prepared):
             assert item["sem_seg"].shape == item["image"].shape[1:], name
         if name == "ade150":  # panoptic targets decoded from our PNG + JSON
             assert item["masks"].shape[0] == len(item["labels"]) > 0
+
+
+def test_prepare_completes_a_tree_prepared_elsewhere_without_raw_inputs(prepared, tmp_path):
+    # An FC-CLIP user's tree: prepared outputs, no raw annotations, no mapping/class tables.
+    root, _, _ = prepared
+    base = "ADEChallengeData2016"
+    _copy_tree(root, tmp_path, f"{base}/images", f"{base}/annotations_detectron2", f"{base}/ade20k_panoptic_val",
+               f"{base}/ade20k_panoptic_val.json", "ADE20K_2021_17_01/index_ade20k.pkl",
+               "ADE20K_2021_17_01/images_detectron2", "ADE20K_2021_17_01/annotations_detectron2")
+    before = (tmp_path / base / "ade20k_panoptic_val.json").read_text()
+    assert prepare_dataset("ade150", tmp_path, workers=1)["mode"] == "prepared"
+    assert (tmp_path / base / "ade20k_panoptic_val.json").read_text() == before
+    assert prepare_dataset("ade847", tmp_path, workers=1)["summary"]["validation"] == {"images": 2}
+    assert not (tmp_path / "downloads").exists()

@@ -151,36 +151,44 @@ def _splits(all_splits: bool):
 
 
 def prepare(root: Path, workers: int | None = None, all_splits: bool = False) -> dict:
-    """Semantic + panoptic ADE-150 for validation (and training with all_splits); returns the summary."""
+    """Semantic + panoptic ADE-150 for validation (and training with all_splits); returns the summary.
+
+    Raw inputs (and the mapping table) are only needed for what is missing, so a tree
+    prepared elsewhere is completed without them.
+    """
     splits = _splits(all_splits)
     base = root / BASE
-    mapping = load_instance_mapping(root / "downloads" / MAPPING_FILE)
-    thing_ids = set(mapping.values())
-    cats = categories(root, thing_ids)
+    mapping = None
     for name, dirname in splits:
         image_dir = require(base / "images" / dirname, "ADE-150 image folder")
-        sem_dir = require(base / "annotations" / dirname, "ADE-150 annotation folder")
-        ins_dir = require(base / "annotations_instance" / dirname, "ADE-150 instance annotation folder",
-                          "from annotations_instance.tar")
+        stems = sorted(p.stem for p in image_dir.glob("*.jpg"))
         sem_out = base / "annotations_detectron2" / dirname
         sem_out.mkdir(parents=True, exist_ok=True)
-        pngs = sorted(p.name for p in sem_dir.glob("*.png"))
-        parallel_map(partial(_semantic_one, src_dir=sem_dir, dst_dir=sem_out), pngs, workers)
+        todo = [f"{s}.png" for s in stems if not (sem_out / f"{s}.png").exists()]
+        if todo:
+            sem_dir = require(base / "annotations" / dirname, "ADE-150 annotation folder")
+            parallel_map(partial(_semantic_one, src_dir=sem_dir, dst_dir=sem_out), todo, workers)
 
-        pan_out = base / f"ade20k_panoptic_{name}"
         pan_json = base / f"ade20k_panoptic_{name}.json"
         if pan_json.exists():
             continue  # written last, after every PNG of the split: this split is complete (validated below)
+        if mapping is None:
+            mapping = load_instance_mapping(root / "downloads" / MAPPING_FILE)
+        thing_ids = set(mapping.values())
+        sem_dir = require(base / "annotations" / dirname, "ADE-150 annotation folder")
+        ins_dir = require(base / "annotations_instance" / dirname, "ADE-150 instance annotation folder",
+                          "from annotations_instance.tar")
+        pan_out = base / f"ade20k_panoptic_{name}"
         pan_out.mkdir(parents=True, exist_ok=True)
-        stems = sorted(p.stem for p in image_dir.glob("*.jpg"))
         results = parallel_map(partial(_panoptic_one, image_dir=image_dir, sem_dir=sem_dir, ins_dir=ins_dir,
                                        out_dir=pan_out, mapping=mapping, thing_ids=thing_ids), stems, workers)
         # The JSON is written last: its presence means every PNG of the split is there.
-        write_json(pan_json,
-                   {"images": [r[0] for r in results], "annotations": [r[1] for r in results],
-                    "categories": cats})
+        write_json(pan_json, {"images": [r[0] for r in results], "annotations": [r[1] for r in results],
+                              "categories": categories(root, thing_ids)})
     summary = validate(root, all_splits)
-    summary["things_match_registry"] = things_match_registry(thing_ids)
+    val_json = load_json(base / f"ade20k_panoptic_{splits[0][0]}.json")
+    summary["things_match_registry"] = things_match_registry(
+        {int(c["id"]) for c in val_json["categories"] if c.get("isthing")})
     return summary
 
 

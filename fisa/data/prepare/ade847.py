@@ -107,11 +107,19 @@ def to_train_ids(label: np.ndarray, table: dict[int, int]) -> np.ndarray:
     return lut[label]
 
 
+def _outputs(base: Path, file_name: str) -> tuple[Path, Path]:
+    split = "validation" if file_name.split("_")[1] == "val" else "training"
+    return (base / "images_detectron2" / split / file_name,
+            base / "annotations_detectron2" / split / (Path(file_name).stem + ".tif"))
+
+
+def _outputs_exist(base: Path, file_name: str) -> bool:
+    return all(p.exists() for p in _outputs(base, file_name))
+
+
 def _convert_one(item: tuple[str, str], release_parent: Path, base: Path, table: dict[int, int]) -> None:
     folder, file_name = item
-    split = "validation" if file_name.split("_")[1] == "val" else "training"
-    out_img = base / "images_detectron2" / split / file_name
-    out_lab = base / "annotations_detectron2" / split / (Path(file_name).stem + ".tif")
+    out_img, out_lab = _outputs(base, file_name)
     if out_img.exists() and out_lab.exists():
         return
     src = release_parent / folder / file_name
@@ -140,7 +148,6 @@ def prepare(root: Path, workers: int | None = None, all_splits: bool = False) ->
     """Write images_detectron2/annotations_detectron2 for validation (and training); returns the summary."""
     splits = _splits(all_splits)
     base = locate(root)
-    table = load_class_table(root / "downloads" / TABLE_FILE)
     index_file = require(base / "index_ade20k.pkl", "ADE20K full index")
     try:
         with open(index_file, "rb") as fh:
@@ -154,7 +161,10 @@ def prepare(root: Path, workers: int | None = None, all_splits: bool = False) ->
     for split in splits:
         (base / "images_detectron2" / split).mkdir(parents=True, exist_ok=True)
         (base / "annotations_detectron2" / split).mkdir(parents=True, exist_ok=True)
-    parallel_map(partial(_convert_one, release_parent=base.parent, base=base, table=table), wanted, workers)
+    todo = [it for it in wanted if not _outputs_exist(base, it[1])]
+    if todo:  # the class table is only needed for what is missing (a tree prepared elsewhere is complete)
+        table = load_class_table(root / "downloads" / TABLE_FILE)
+        parallel_map(partial(_convert_one, release_parent=base.parent, base=base, table=table), todo, workers)
     summary = validate(root, all_splits)
     for split in splits:
         expected = sum(1 for it in wanted if ("validation" if it[1].split("_")[1] == "val" else "training") == split)
