@@ -372,3 +372,25 @@ def test_prepare_completes_a_tree_prepared_elsewhere_without_raw_inputs(prepared
     assert (tmp_path / base / "ade20k_panoptic_val.json").read_text() == before
     assert prepare_dataset("ade847", tmp_path, workers=1)["summary"]["validation"] == {"images": 2}
     assert not (tmp_path / "downloads").exists()
+
+
+def _pq_of_gt_against_itself(root, json_rel, dir_rel):
+    from fisa.metrics.panoptic import pq_compute
+
+    return pq_compute(root / json_rel, root / dir_rel, root / json_rel, root / dir_rel)["All"]
+
+
+def test_prepared_coco_panoptic_gt_evaluates_with_fisa_metrics(prepared):
+    root, _, _ = prepared
+    res = _pq_of_gt_against_itself(root, "coco/annotations/panoptic_val2017.json", "coco/panoptic_val2017")
+    assert res["pq"] == 1.0 and res["n"] == 4  # crowd-only category (car) not counted
+
+
+@pytest.mark.xfail(reason="fisa.metrics.panoptic (hotcoco) rejects string image ids, which the reference ADE-150 "
+                          "panoptic JSON (Mask2Former) and Mapillary's panoptic_2018.json use; a metrics fix",
+                   strict=False)
+def test_prepared_ade150_panoptic_gt_evaluates_with_fisa_metrics(prepared):
+    root, _, _ = prepared
+    base = "ADEChallengeData2016"
+    res = _pq_of_gt_against_itself(root, f"{base}/ade20k_panoptic_val.json", f"{base}/ade20k_panoptic_val")
+    assert res["pq"] == 1.0
