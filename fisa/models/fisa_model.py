@@ -97,7 +97,7 @@ class FisaModel(nn.Module):
         class_names = validate_class_names(class_names)
         if self.text_trainable and self.training and torch.is_grad_enabled():
             return encode_class_names(self.clip, self.tokenizer, class_names, self.templates)
-        key = tuple(tuple(s) for s in class_names)
+        key = (str(self.clip_mean.device), tuple(tuple(s) for s in class_names))  # survives model.to(device)
         if key not in self._vocabulary_cache:
             with torch.no_grad():
                 self._vocabulary_cache[key] = encode_class_names(self.clip, self.tokenizer, class_names, self.templates)
