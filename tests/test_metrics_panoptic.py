@@ -318,3 +318,14 @@ def test_malformed_json_errors(case, tmp_path):
     Path(case["gt_json"]).write_text(original_gt)
     with pytest.raises(PanopticInputError, match="prediction JSON .*nope.json does not exist"):
         pq_compute(case["gt_json"], case["gt_dir"], tmp_path / "nope.json", case["pred_dir"])
+
+
+def test_string_image_ids_as_in_ade_and_mapillary(tmp_path):
+    """ADE-150's and Mapillary's panoptic JSONs use file-name strings as image ids (panopticapi
+    accepts them): the result equals the same case with integer ids."""
+    c = _hand_case(tmp_path)
+    expected = pq_compute(c["gt_json"], c["gt_dir"], c["pred_json"], c["pred_dir"])
+    for key in ("gt_json", "pred_json"):
+        _edit(c[key], lambda d: [a.update(image_id=f"ADE_val_{a['image_id']:08d}") for a in d["annotations"]])
+    assert json.loads(c["gt_json"].read_text())["annotations"][1]["image_id"] == "ADE_val_00000001"
+    assert pq_compute(c["gt_json"], c["gt_dir"], c["pred_json"], c["pred_dir"]) == expected

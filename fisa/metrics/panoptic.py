@@ -135,6 +135,25 @@ def validate_panoptic_inputs(gt: dict, gt_json: Path, gt_dir: Path, pred: dict, 
     return categories
 
 
+def _integer_image_ids(gt: dict, pred: dict) -> tuple[dict, dict]:
+    """Renumber image ids 0..N-1 when any is not an int (ADE-150's and Mapillary's panoptic JSONs use
+    file-name strings, which panopticapi accepts but hotcoco does not); ints are left alone."""
+    ids = [a["image_id"] for a in gt["annotations"]] + [a["image_id"] for a in pred["annotations"]]
+    ids += [im["id"] for im in gt.get("images", []) if "id" in im]
+    if all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        return gt, pred
+    index = {image_id: k for k, image_id in enumerate(dict.fromkeys(ids))}
+
+    def renumber(data: dict) -> dict:
+        out = dict(data)
+        out["annotations"] = [dict(a, image_id=index[a["image_id"]]) for a in data["annotations"]]
+        if "images" in data:
+            out["images"] = [dict(im, id=index[im["id"]]) if "id" in im else im for im in data["images"]]
+        return out
+
+    return renumber(gt), renumber(pred)
+
+
 def pq_compute(gt_json: str | os.PathLike, gt_dir: str | os.PathLike, pred_json: str | os.PathLike,
                pred_dir: str | os.PathLike) -> dict:
     """PQ/SQ/RQ over All, Things and Stuff, and per class, as panopticapi's `pq_compute` returns them.
@@ -153,6 +172,7 @@ def pq_compute(gt_json: str | os.PathLike, gt_dir: str | os.PathLike, pred_json:
     gt = _load_json(gt_json, "ground truth")
     pred = _load_json(pred_json, "prediction")
     categories = validate_panoptic_inputs(gt, gt_json, gt_dir, pred, pred_json, pred_dir)
+    gt, pred = _integer_image_ids(gt, pred)
     evaluator = PanopticEval(gt, pred, gt_folder=str(gt_dir), pred_folder=str(pred_dir))
     if evaluator.reference_deviations():  # after our validation there should be none
         raise PanopticInputError(f"{gt_json}: not comparable to panopticapi: {evaluator.reference_deviations()}")
