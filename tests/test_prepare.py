@@ -386,9 +386,6 @@ def test_prepared_coco_panoptic_gt_evaluates_with_fisa_metrics(prepared):
     assert res["pq"] == 1.0 and res["n"] == 4  # crowd-only category (car) not counted
 
 
-@pytest.mark.xfail(reason="fisa.metrics.panoptic (hotcoco) rejects string image ids, which the reference ADE-150 "
-                          "panoptic JSON (Mask2Former) and Mapillary's panoptic_2018.json use; a metrics fix",
-                   strict=False)
 def test_prepared_ade150_panoptic_gt_evaluates_with_fisa_metrics(prepared):
     root, _, _ = prepared
     base = "ADEChallengeData2016"
