@@ -140,3 +140,18 @@ def test_builder_rejects_a_malformed_source(tmp_path, monkeypatch):
     (tmp_path / "pascal_ctx_59_with_prompt_eng.txt").write_text("0:invalid_class_id\n1:a\n2:b\n")
     with pytest.raises(classes_build.SourceError, match="pc59: 2 classes from the sources, expected 59"):
         classes_build.build("pc59")
+
+
+def test_describe_reports_what_is_prepared(tmp_path, capsys):
+    from fisa.data.registry import describe, main
+
+    (tmp_path / ".fisa").mkdir()
+    (tmp_path / ".fisa" / "pc59.prepare.done").write_text("{}")
+    (tmp_path / "pascal_ctx_d2/images/validation").mkdir(parents=True)
+    rows = {r["dataset"]: r for r in describe(tmp_path)}
+    assert rows["pc59"]["prepared"] and not rows["coco"]["prepared"]
+    assert rows["pc59"]["missing"] == [str(tmp_path / "pascal_ctx_d2/annotations_ctx59/validation")]
+    assert rows["mapillary"]["ignore_label"] == 65 and rows["coco"]["things"] == 80
+    assert main(["--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "pc59" in out and "NOT prepared" in out and len(out.splitlines()) == 8

@@ -262,3 +262,45 @@ def panoptic_gt(name: str, root: str | Path, split: str | None = None) -> tuple[
         raise DatasetError(f"{name} has no panoptic ground truth (tasks: {', '.join(meta.tasks)})")
     p = meta.paths(split or meta.eval_split, root)
     return p["panoptic_json"], p["panoptic_dir"]
+
+
+def describe(root: str | Path | None = None) -> list[dict]:
+    """One row per dataset: classes, tasks, ignore label, eval-split paths and (with `root`)
+    whether each path exists and the prepare marker is there."""
+    rows = []
+    for name in list_datasets():
+        meta = get_meta(name)
+        row = {"dataset": name, "classes": meta.num_classes, "things": sum(meta.thing), "tasks": list(meta.tasks),
+               "ignore_label": meta.ignore_label, "eval_split": meta.eval_split,
+               "paths": {k: str(v) for k, v in meta.layout(meta.eval_split, root).files().items()}}
+        if root is not None:
+            row["missing"] = [str(p) for p in meta.paths(meta.eval_split, root).values() if not p.exists()]
+            row["prepared"] = marker_path(root, name).exists()
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m fisa.data.registry [--root ROOT] [--json]`: the registry, and what is prepared under ROOT."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m fisa.data.registry", description=main.__doc__)
+    p.add_argument("--root", help="data root to check ($DETECTRON2_DATASETS or the preset's data_root)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = p.parse_args(argv)
+    rows = describe(args.root)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    for r in rows:
+        state = "" if args.root is None else ("  prepared" if r["prepared"] else "  NOT prepared") + (
+            f", missing: {', '.join(r['missing'])}" if r["missing"] else "")
+        print(f"{r['dataset']:12s} {r['classes']:4d} classes ({r['things']} things)  {'/'.join(r['tasks']):18s} "
+              f"ignore={r['ignore_label']:<5d} {r['eval_split']}: {r['paths']['image_dir']}{state}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
