@@ -1,0 +1,131 @@
+"""End to end on a real single-node SLURM cluster (localhost, fake `gpu` GRES): the real
+Snakefile submitted through the project's `slurm` profile and the executor plugin.
+
+The fixture installs and starts the cluster (tests/slurm/slurm-up.sh: Debian's
+slurmctld/slurmd/munge; needs root and apt). Where SLURM cannot be installed the tests
+are skipped, loudly."""
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from test_workflow import REPO, job_counts, snakemake, workflow_copy
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+SLURM_DIR = REPO / "tests" / "slurm"
+PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
+# No slurmdbd here: `sacct` fails, so poll with squeue (else the plugin waits forever);
+# status checks start after 1 s instead of 40 s so the tests stay short.
+CLUSTER_ARGS = ("--profile", "slurm", "--slurm-status-command", "squeue", "--slurm-no-account",
+                "--slurm-init-seconds-before-status-checks", "1", "--jobs", "4", "--retries", "0")
+
+
+def _skip_loudly(reason: str):
+    banner = f"\n{'!' * 78}\nSLURM END-TO-END TESTS SKIPPED: {reason}\n{'!' * 78}\n"
+    sys.stderr.write(banner)
+    warnings.warn(f"SLURM end-to-end tests skipped: {reason}")
+    pytest.skip(f"SLURM cannot be installed here: {reason}")
+
+
+def _installed() -> bool:
+    return all(subprocess.run(["dpkg", "-s", p], capture_output=True).returncode == 0 for p in PACKAGES)
+
+
+def _controller_up() -> bool:
+    if not shutil.which("scontrol"):
+        return False
+    res = subprocess.run(["scontrol", "ping"], capture_output=True, text=True)
+    return "UP" in res.stdout
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    """A running single-node cluster; stopped afterwards if this fixture started it."""
+    if os.geteuid() != 0:
+        _skip_loudly("installing and starting slurmctld/slurmd/munge needs root")
+    if not shutil.which("apt-get") and not _installed():
+        _skip_loudly("no apt-get to install Debian's slurmctld/slurmd/munge")
+    was_up = _controller_up()
+    res = subprocess.run(["bash", str(SLURM_DIR / "slurm-up.sh")], capture_output=True, text=True, timeout=900)
+    if res.returncode != 0:
+        if not _installed():
+            _skip_loudly(f"apt-get could not install {' '.join(PACKAGES)}: {res.stderr[-1500:]}")
+        pytest.fail(f"SLURM is installed but did not start (tests/slurm/slurm-up.sh):\n{res.stdout}\n{res.stderr}")
+    yield res.stdout
+    if not was_up:
+        subprocess.run(["bash", str(SLURM_DIR / "slurm-down.sh")], capture_output=True, timeout=60)
+
+
+def _give_evaluate_a_gpu(copy: Path):
+    """Small preset, but evaluation asks for one (fake) GPU, as on the cluster."""
+    cfg = copy / "config.yaml"
+    line = "      default: {gpus: 0, cpus: 1, mem_mb: 2000, runtime: 30, partition: null}\n"
+    text = cfg.read_text()
+    assert line in text
+    cfg.write_text(text.replace(line, line + "      evaluate: {gpus: 1, cpus: 1, mem_mb: 1000, runtime: 10}\n", 1))
+
+
+def test_small_jobs_through_the_slurm_profile_fail_cleanly_and_resume(slurm_cluster, tmp_path):
+    """Training and evaluation of the small preset as SLURM jobs through the `slurm` profile:
+    evaluation's GPU request reaches SLURM as GRES; a failed job leaves no output, keeps
+    upstream work, and a rerun runs only it. (Data and checkpoints are made locally first:
+    each SLURM job costs ~30 s of submission, nested start-up and status polling.)"""
+    copy = workflow_copy(tmp_path, fakes=True)
+    _give_evaluate_a_gpu(copy)
+    prepared = snakemake(copy, "--cores", "2", "resources/small/checkpoints/generators/swin_b/done.json",
+                         "resources/small/checkpoints/.done/backbone_vit_l14_336.json",
+                         "resources/small/datasets/.fisa/coco.prepare.done", "--config", "preset=small")
+    assert prepared.returncode == 0, prepared.stdout[-3000:]
+    assert not (copy / "results/small/runs/fisa/seed0/done.json").exists()
+    target = "results/small/eval/fisa/seed0/refcoco.json"
+    res = snakemake(copy, *CLUSTER_ARGS, target, "--config", "preset=small",
+                    env={"FAKE_FAIL": "evaluate"}, timeout=600)
+    assert res.returncode != 0
+    assert "Error in rule evaluate" in res.stdout, res.stdout[-5000:]
+    assert not (copy / target).exists()
+    done = json.loads((copy / "results/small/runs/fisa/seed0/done.json").read_text())   # upstream kept
+    assert done["slurm_job"], "training did not run as a SLURM job"
+    calls = [json.loads(line) for line in (copy / "calls.jsonl").read_text().splitlines()]
+    slurm_calls = [c for c in calls if c["slurm_job"]]
+    assert [c["entry"] for c in slurm_calls] == ["train", "evaluate"]
+    assert len({c["slurm_job"] for c in slurm_calls}) == 2             # one SLURM job per rule job
+
+    res = snakemake(copy, *CLUSTER_ARGS, target, "--config", "preset=small", timeout=600)
+    assert res.returncode == 0, res.stdout[-5000:]
+    assert job_counts(res.stdout) == {"evaluate": 1, "total": 1}        # only the failed job reruns
+    ev = json.loads((copy / target).read_text())
+    assert "gres:gpu:1" in ev["job"]["scontrol"] or "gres/gpu=1" in ev["job"]["scontrol"], ev["job"]
+
+
+REAL_ENTRY_POINTS = ("fisa.data.synthetic", "fisa.models.fetch", "fisa.engine.train", "fisa.engine.train_generator",
+                     "fisa.engine.evaluate")
+
+
+def test_real_small_jobs_through_the_slurm_profile(slurm_cluster, tmp_path):
+    """The real entry points, small preset: data, checkpoints and the tiny generator made
+    locally, then training and a real evaluation submitted through SLURM."""
+    missing = [m for m in REAL_ENTRY_POINTS if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"entry points not there yet: {missing}")
+    copy = workflow_copy(tmp_path)
+    prepared = snakemake(copy, "--cores", "2", "resources/small/checkpoints/generators/swin_b/done.json",
+                         "resources/small/checkpoints/.done/backbone_vit_l14_336.json",
+                         "resources/small/datasets/.fisa/coco.prepare.done", "--config", "preset=small",
+                         timeout=600)
+    assert prepared.returncode == 0, prepared.stdout[-3000:]
+    target = "results/small/eval/baseline/seed0/refcoco.json"
+    res = snakemake(copy, *CLUSTER_ARGS, target, "--config", "preset=small", timeout=600)
+    assert res.returncode == 0, res.stdout[-5000:]
+    assert job_counts(res.stdout) == {"train": 1, "evaluate": 1, "total": 2}
+    assert "has been submitted with SLURM jobid" in res.stdout
+    record = json.loads((copy / target).read_text())
+    assert record["experiment"] == "baseline" and record["dataset"] == "refcoco" and record["preset"] == "small"
+    assert record["metrics"], "the evaluation JSON holds no metrics"
+    assert (copy / "results/small/runs/baseline/seed0/done.json").exists()
