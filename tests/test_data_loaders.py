@@ -255,3 +255,20 @@ def test_collate_pads_and_drops_crowd_targets():
     assert batch["image_id"] == [1, 1] and len(batch["sem_seg"]) == 2
     with pytest.raises(ValueError, match="empty batch"):
         collate([])
+
+
+def test_transforms_on_a_referring_item_keep_the_mask_with_the_image():
+    img = torch.zeros(3, 30, 50, dtype=torch.uint8)
+    mask = torch.zeros(30, 50, dtype=torch.bool)
+    mask[10:20, 30:45] = True
+    img[1][mask] = 255
+    item = {"image": img, "mask": mask, "expressions": ["the green box"], "image_id": 3, "file_name": "x.jpg"}
+    for seed in range(5):
+        torch.manual_seed(seed)
+        out = train_transform(24, (0.8, 1.2))(item)
+        clear = (out["image"][1] > 200) | (out["image"][1] < 50)
+        assert torch.equal(((out["image"][1] > 200) == out["mask"])[clear], torch.ones(int(clear.sum()), dtype=torch.bool))
+        assert out["expressions"] == ["the green box"] and out["mask"].dtype == torch.bool
+    out = eval_transform(60, 200)(item)
+    assert out["image"].shape == (3, 60, 100) and out["mask"].shape == (60, 100)
+    assert int(out["mask"].sum()) == 20 * 30
