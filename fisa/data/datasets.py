@@ -22,7 +22,7 @@ import json
 import math
 import pickle
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch

@@ -173,8 +173,7 @@ def _write_panoptic(meta: DatasetMeta, root: Path, split: str, n: int, seed: int
         stem = Path(fname).stem
         _save(img, root / lay.image_dir / fname, "JPEG")
         _save(id2rgb(seg), root / lay.panoptic_dir / f"{stem}.png", "PNG")
-        sem_dtype = np.uint8
-        _save(_semantic(seg, segments, meta.ignore_label, sem_dtype), root / lay.sem_seg_dir / f"{stem}.png", "PNG")
+        _save(_semantic(seg, segments, meta.ignore_label, np.uint8), root / lay.sem_seg_dir / f"{stem}.png", "PNG")
         images.append({"id": image_id(k), "file_name": fname, "height": h, "width": w})
         annotations.append({"image_id": image_id(k), "file_name": f"{stem}.png",
                             "segments_info": _segments_info(seg, segments, meta)})
