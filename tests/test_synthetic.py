@@ -120,6 +120,13 @@ def test_open_vocabulary_shared_and_novel_classes(root):
             assert not {s.lower() for s in syn} & coco_vocab, (name, n)
 
 
+def test_classes_shown_together_look_different():
+    for name in ("coco", "ade150", "ade847", "pc59", "pc459", "mapillary"):
+        stuff, things = S.active_classes(name)
+        keys = [appearance(c.name).key(c.thing) for c in stuff + things]
+        assert len(keys) == len(set(keys)) >= 8, (name, keys)
+
+
 def test_a_class_looks_the_same_in_training_and_evaluation_stand_ins(root):
     """Mean colour of 'car' pixels in the COCO train stand-in and the ADE-150 one agree."""
     def mean_colour(name, split, cls_name, n=12):

@@ -43,7 +43,7 @@ MIN_SIDE, MAX_SIDE = 64, 96
 JPEG_QUALITY = 95
 
 # The COCO stand-in's active classes (its training vocabulary), by display name.
-COCO_THINGS = ("person", "car", "dog", "chair", "bottle", "bus")
+COCO_THINGS = ("person", "car", "dog", "chair", "bottle", "truck")  # distinct looks (tested)
 COCO_STUFF = ("sky", "tree", "grass", "road", "wall", "sea")
 N_SHARED_THINGS, N_SHARED_STUFF, N_NOVEL = 3, 3, 4
 
@@ -94,7 +94,8 @@ def active_classes(name: str) -> tuple[list[SceneClass], list[SceneClass]]:
         coco_names = _all_names(get_meta("coco"))
         novel = [i for i, c in enumerate(meta.classes) if not ({n.lower() for n in c} & coco_names)]
         novel.sort(key=lambda i: name_hash(display[i]))
-        chosen = shared_t[:N_SHARED_THINGS] + shared_s[:N_SHARED_STUFF]
+        chosen = _distinct(meta, [], shared_t, N_SHARED_THINGS)
+        chosen += _distinct(meta, chosen, shared_s, N_SHARED_STUFF)
         # Novel classes, half things half stuff where possible, with looks distinct from those chosen.
         want_t = N_NOVEL // 2
         picks_t = [i for i in novel if _render_thing(meta, i)]
