@@ -44,6 +44,11 @@ def create_clip(clip_cfg: dict, cache_dir: str | None = None, init_seed: int = 0
     if name not in open_clip.list_models():
         raise ValueError(f"model.clip.model: unknown open_clip model {name!r} "
                          f"(tiny configs: {sorted(p.stem for p in MODEL_CONFIG_DIR.glob('fisa-tiny-vit-*.json'))})")
+    vision_cfg = (open_clip.get_model_config(name) or {}).get("vision_cfg", {})
+    if vision_cfg.get("timm_model_name"):  # fail before building a billion-parameter model
+        raise NotImplementedError(
+            f"model.clip.model={name!r}: its visual tower is timm's {vision_cfg['timm_model_name']!r}; mask tokens "
+            "are implemented for open_clip's native VisionTransformer only (see docs/models.md, 'Missing')")
     pretrained = clip_cfg.get("pretrained")
     clip_cache = str(Path(cache_dir) / "open_clip") if cache_dir else None
     root_logger = logging.getLogger()
