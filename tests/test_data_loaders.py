@@ -272,3 +272,18 @@ def test_transforms_on_a_referring_item_keep_the_mask_with_the_image():
     out = eval_transform(60, 200)(item)
     assert out["image"].shape == (3, 60, 100) and out["mask"].shape == (60, 100)
     assert int(out["mask"].sum()) == 20 * 30
+
+
+def test_packed_records_and_datasets_pickle(tmp_path):
+    from fisa.data.datasets import _PackedRecords
+
+    recs = _PackedRecords([{"a": 1}, ("x", [2, 3]), None])
+    assert len(recs) == 3 and recs[0] == {"a": 1} and recs[1] == ("x", [2, 3]) and recs[2] is None
+    assert recs[-1] is None
+    with pytest.raises(IndexError):
+        recs[3]
+    _coco_tree(tmp_path)
+    ds = build_dataset("coco", "val", tmp_path)
+    ds2 = pickle.loads(pickle.dumps(ds))  # DataLoader workers under spawn pickle the dataset
+    a, b = ds[0], ds2[0]
+    assert torch.equal(a["masks"], b["masks"]) and a["labels"].tolist() == b["labels"].tolist()

@@ -84,6 +84,27 @@ def _masks_from_sem_seg(sem: torch.Tensor, ignore_label: int) -> tuple[torch.Ten
     return labels.to(torch.int64), masks
 
 
+class _PackedRecords:
+    """A list of small records kept as one pickled byte buffer (as detectron2's DatasetFromList
+    with serialize=True): DataLoader workers fork the dataset, and a Python list of dicts
+    would be copied page by page as reference counts change (COCO train: 118k records)."""
+
+    def __init__(self, records: list):
+        blobs = [pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL) for r in records]
+        self._addr = np.cumsum([len(b) for b in blobs], dtype=np.int64)
+        self._buf = np.frombuffer(b"".join(blobs), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._addr)
+
+    def __getitem__(self, i: int):
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i = i % len(self)
+        start = int(self._addr[i - 1]) if i > 0 else 0
+        return pickle.loads(self._buf[start:int(self._addr[i])].tobytes())
+
+
 class _Base(Dataset):
     def __init__(self, meta: DatasetMeta, split: str, root: str | Path, transform=None):
         self.meta, self.root, self.transform = meta, Path(root), transform
@@ -152,11 +173,16 @@ class PanopticDataset(_Base):
             raise DatasetError(f"{json_path}: categories {unknown[:5]} are not in the registry's {meta.name} "
                                f"category ids")
         images = {im["id"]: im for im in data.get("images", [])}
-        self.records = []
+        records = []
         for ann in sorted(data["annotations"], key=lambda a: a["file_name"]):
             im = images.get(ann["image_id"])
             image_name = im["file_name"] if im else Path(ann["file_name"]).stem + self.layout.image_ext
-            self.records.append((ann, image_name))
+            # Keep only what items need (not bbox/area): smaller records for big JSONs.
+            segs = [{"id": g["id"], "category_id": g["category_id"], "iscrowd": g.get("iscrowd", 0)}
+                    for g in ann["segments_info"]]
+            records.append(({"image_id": ann["image_id"], "file_name": ann["file_name"], "segments_info": segs},
+                            image_name))
+        self.records = _PackedRecords(records)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -221,13 +247,17 @@ class ReferringDataset(_Base):
         self.images = {im["id"]: im for im in inst["images"]}
         self.anns = {a["id"]: a for a in inst["annotations"]}
         want = self.layout.refs_split
-        self.refs = sorted((r for r in refs if r["split"] == want), key=lambda r: r["ref_id"])
-        if not self.refs:
+        refs = sorted((r for r in refs if r["split"] == want), key=lambda r: r["ref_id"])
+        if not refs:
             raise DatasetError(f"{self.paths['refs']}: no refs in split {want!r}")
-        for r in self.refs:
+        for r in refs:
             if r["ann_id"] not in self.anns or r["image_id"] not in self.images:
                 raise DatasetError(f"{inst_path}: ref {r['ref_id']} points to annotation {r['ann_id']} / image "
                                    f"{r['image_id']}, not in the file")
+        # Only the split's images and annotations are kept (instances.json covers all splits).
+        self.images = {r["image_id"]: self.images[r["image_id"]] for r in refs}
+        self.anns = {r["ann_id"]: self.anns[r["ann_id"]] for r in refs}
+        self.refs = _PackedRecords([{k: r[k] for k in ("ref_id", "ann_id", "image_id", "sentences")} for r in refs])
 
     def __len__(self) -> int:
         return len(self.refs)
