@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -276,7 +277,9 @@ class ReferringDataset(_Base):
             rle = mask_utils.frPyObjects(seg, h, w)
         else:
             rle = seg
-        mask = torch.from_numpy(mask_utils.decode(rle).astype(bool))
+        with warnings.catch_warnings():  # pycocotools' numpy-2 `__array__(copy=...)` notice, not ours to fix
+            warnings.simplefilter("ignore", DeprecationWarning)
+            mask = torch.from_numpy(mask_utils.decode(rle).astype(bool))
         if mask.shape != image.shape[1:]:
             raise DatasetError(f"{self.paths['instances_json']}: image {im['id']} is {h}x{w} in the JSON but "
                                f"{tuple(image.shape[1:])} on disk")
