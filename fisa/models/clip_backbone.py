@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fisa.models.eva_backbone import is_eva_tower, split_eva_attention
+
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 TINY_CLIP_PREFIX = "fisa-tiny-vit"
 _registered = False
@@ -28,7 +30,10 @@ def register_model_configs() -> None:
     global _registered
     if _registered:
         return
-    for path in sorted(MODEL_CONFIG_DIR.glob(f"{TINY_CLIP_PREFIX}-*.json")):
+    from fisa.models import tiny_eva  # noqa: F401  (registers the tiny timm Eva with timm)
+
+    for path in sorted(MODEL_CONFIG_DIR.glob(f"{TINY_CLIP_PREFIX}-*.json")) + \
+            sorted(MODEL_CONFIG_DIR.glob("fisa-tiny-eva*.json")):
         open_clip.add_model_config(path)
     _registered = True
 
@@ -45,10 +50,11 @@ def create_clip(clip_cfg: dict, cache_dir: str | None = None, init_seed: int = 0
         raise ValueError(f"model.clip.model: unknown open_clip model {name!r} "
                          f"(tiny configs: {sorted(p.stem for p in MODEL_CONFIG_DIR.glob('fisa-tiny-vit-*.json'))})")
     vision_cfg = (open_clip.get_model_config(name) or {}).get("vision_cfg", {})
-    if vision_cfg.get("timm_model_name"):  # fail before building a billion-parameter model
+    timm_name = vision_cfg.get("timm_model_name")
+    if timm_name and not timm_name.startswith(("eva_", "fisa_tiny_eva")):  # fail before building it
         raise NotImplementedError(
-            f"model.clip.model={name!r}: its visual tower is timm's {vision_cfg['timm_model_name']!r}; mask tokens "
-            "are implemented for open_clip's native VisionTransformer only (see docs/models.md, 'Missing')")
+            f"model.clip.model={name!r}: its visual tower is timm's {timm_name!r}; mask tokens are implemented "
+            "for open_clip's native VisionTransformer and EVA01-style timm Eva towers only (docs/models.md)")
     pretrained = clip_cfg.get("pretrained")
     clip_cache = str(Path(cache_dir) / "open_clip") if cache_dir else None
     root_logger = logging.getLogger()
@@ -63,6 +69,9 @@ def create_clip(clip_cfg: dict, cache_dir: str | None = None, init_seed: int = 0
         finally:
             root_logger.setLevel(level)
     visual = model.visual
+    if is_eva_tower(visual):
+        split_eva_attention(visual)
+        return model
     if not hasattr(visual, "transformer") or not hasattr(visual, "class_embedding"):
         raise NotImplementedError(
             f"model.clip.model={name!r}: its visual tower is {type(visual).__name__}; mask tokens are "
@@ -133,8 +142,12 @@ def split_attention(visual: nn.Module) -> None:
 
 def interpolated_position_embedding(visual: nn.Module, grid: tuple[int, int]) -> torch.Tensor:
     """CLIP's position embedding resized (bilinear) to a `grid` of patches -> [1 + gh*gw, W]."""
-    pos = visual.positional_embedding  # [1 + g0*g0, W]
-    g0h, g0w = visual.grid_size
+    return resize_position_embedding(visual.positional_embedding, tuple(visual.grid_size), grid)
+
+
+def resize_position_embedding(pos: torch.Tensor, old_grid: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
+    """[1 + g0h*g0w, W] ([CLS] first) -> [1 + gh*gw, W], patch part resized bilinearly."""
+    g0h, g0w = old_grid
     if (g0h, g0w) == tuple(grid):
         return pos
     cls_pos, patch_pos = pos[:1], pos[1:]

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fisa.models.distribution_adapter import DistributionAdapter
+from fisa.models.eva_backbone import vision_tower
 from fisa.models.generator import generator_proposals
 from fisa.models.loss import DEFAULT_WEIGHTS, set_criterion
 from fisa.models.mask_attention import encode_with_mask_tokens
@@ -32,8 +33,10 @@ class FisaModel(nn.Module):
         self.tokenizer = tokenizer
         self.generator = generator
         visual = clip.visual
-        blocks = visual.transformer.resblocks
-        width, embed_dim = visual.transformer.width, visual.output_dim
+        tower = vision_tower(visual)
+        blocks = tower.blocks
+        width, embed_dim = tower.width, tower.output_dim
+        self.patch_size = tower.patch_size
         self.num_proposals = int(model_cfg.get("num_proposals", 100))
         self.image_size = model_cfg.get("clip", {}).get("image_size")
         self.templates = prompt_templates(model_cfg.get("prompt_templates", "fcclip"))
@@ -124,7 +127,7 @@ class FisaModel(nn.Module):
             if tuple(x.shape[-2:]) != s:
                 x = F.interpolate(x, size=s, mode="bilinear", align_corners=False, antialias=True)
         else:
-            p = self.clip.visual.patch_size
+            p = self.patch_size
             x = x[..., : x.shape[-2] // p[0] * p[0], : x.shape[-1] // p[1] * p[1]]
         return (x - self.clip_mean) / self.clip_std
 

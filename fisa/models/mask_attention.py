@@ -1,4 +1,4 @@
-"""Mask tokens on an open_clip VisionTransformer (MaskCLIP-style mask attention, Eq. 1 and 5).
+"""Mask tokens on a CLIP vision tower (MaskCLIP-style mask attention, Eq. 1 and 5).
 
 One mask token per proposal, initialised like [CLS] (class embedding + its position embedding,
 then ln_pre). In every block the image tokens ([CLS] + patches) run CLIP's own self-attention,
@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fisa.models.clip_backbone import interpolated_position_embedding
+from fisa.models.clip_backbone import resize_position_embedding
+from fisa.models.eva_backbone import VisionTower, vision_tower
 
 
 def patch_attention_mask(mask_logits: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -31,64 +32,70 @@ def patch_attention_mask(mask_logits: torch.Tensor, grid: tuple[int, int]) -> to
     return torch.cat([cls, inside.flatten(2)], dim=2)
 
 
-def image_tokens(visual: nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Patch-embed normalised pixels [B, 3, H, W] -> ([CLS] + patch tokens after ln_pre [B, 1+N, W], grid)."""
-    x = visual.conv1(pixels)  # [B, W, gh, gw]
+def image_tokens(visual: nn.Module | VisionTower, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Patch-embed normalised pixels [B, 3, H, W] -> ([CLS] + patch tokens after the pre-norm [B, 1+N, W], grid)."""
+    tower = visual if isinstance(visual, VisionTower) else vision_tower(visual)
+    x = tower.patch_embed(pixels)  # [B, W, gh, gw]
     grid = (x.shape[2], x.shape[3])
     x = x.flatten(2).transpose(1, 2)  # [B, N, W]
-    cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-    x = torch.cat([cls, x], dim=1) + interpolated_position_embedding(visual, grid).to(x.dtype)
-    return visual.ln_pre(x), grid
+    cls = tower.class_token.to(x.dtype).expand(x.shape[0], 1, -1)
+    pos = resize_position_embedding(tower.position_embedding, tower.grid_size, grid)
+    x = torch.cat([cls, x], dim=1) + pos.to(x.dtype)
+    return tower.pre_norm(x), grid
 
 
-def initial_mask_tokens(visual: nn.Module, batch: int, num_masks: int, dtype: torch.dtype) -> torch.Tensor:
-    """Mask tokens initialised as [CLS] with its position embedding, after ln_pre -> [B, Q, W]."""
-    token = visual.ln_pre((visual.class_embedding + visual.positional_embedding[0]).to(dtype))
+def initial_mask_tokens(visual: nn.Module | VisionTower, batch: int, num_masks: int, dtype: torch.dtype) -> torch.Tensor:
+    """Mask tokens initialised as [CLS] with its position embedding, after the pre-norm -> [B, Q, W]."""
+    tower = visual if isinstance(visual, VisionTower) else vision_tower(visual)
+    token = tower.pre_norm((tower.class_token + tower.position_embedding[0]).to(dtype))
     return token.expand(batch, num_masks, -1)
 
 
 def mask_token_block(block: nn.Module, x: torch.Tensor, mask_tokens: torch.Tensor, keep: torch.Tensor,
-                     seve: nn.Module | None = None, class_tokens: torch.Tensor | None = None):
-    """One open_clip ResidualAttentionBlock over image tokens and mask tokens.
+                     seve: nn.Module | None = None, class_tokens: torch.Tensor | None = None,
+                     parts: tuple | None = None):
+    """One transformer block over image tokens and mask tokens.
 
     x [B, 1+N, W] image tokens, mask_tokens [B, Q, W], keep bool [B, Q, 1+N] (Eq. 5),
-    seve/class_tokens: optional SEVE module and [C, D] target class tokens.
+    seve/class_tokens: optional SEVE module and [C, D] target class tokens; parts: the block's
+    (norm1, attn, scale1, norm2, mlp, scale2), default open_clip's ResidualAttentionBlock layout.
     Returns (x [B, 1+N, W], mask_tokens [B, Q, W]).
     """
-    attn = block.attn  # SplitAttention
-    h = block.ln_1(x)
+    norm1, attn, scale1, norm2, mlp, scale2 = parts or (block.ln_1, block.attn, block.ls_1, block.ln_2,
+                                                         block.mlp, block.ls_2)
+    h = norm1(x)
     k, v = attn.heads(attn.k_proj(h)), attn.heads(attn.v_proj(h))  # [B, H, 1+N, d]
     # CLIP's own self-attention for the image tokens.
     img = F.scaled_dot_product_attention(attn.heads(attn.q_proj(h)), k, v)
-    x = x + block.ls_1(attn.merge(img))
-    x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    x = x + scale1(attn.merge(img))
+    x = x + scale2(mlp(norm2(x)))
     # Mask tokens: (SEVE) -> f_q -> masked attention to the same keys/values (Eq. 1-2).
-    hm = block.ln_1(mask_tokens)
+    hm = norm1(mask_tokens)
     if seve is not None:
         hm = seve(hm, class_tokens)
     qm = attn.heads(attn.q_proj(hm))  # [B, H, Q, d]
     out = F.scaled_dot_product_attention(qm, k, v, attn_mask=keep.unsqueeze(1))
-    mask_tokens = mask_tokens + block.ls_1(attn.merge(out))
-    mask_tokens = mask_tokens + block.ls_2(block.mlp(block.ln_2(mask_tokens)))
+    mask_tokens = mask_tokens + scale1(attn.merge(out))
+    mask_tokens = mask_tokens + scale2(mlp(norm2(mask_tokens)))
     return x, mask_tokens
 
 
 def encode_with_mask_tokens(visual: nn.Module, pixels: torch.Tensor, mask_logits: torch.Tensor,
                             seve: dict[int, nn.Module] | None = None,
                             class_tokens: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Run the vision tower with one mask token per proposal.
+    """Run the vision tower (open_clip ViT or EVA) with one mask token per proposal.
 
     pixels [B, 3, H, W] CLIP-normalised; mask_logits [B, Q, h, w] in the same frame;
     seve: {block index: SemanticGuidedAttention}; class_tokens [C, D].
-    Returns {"region_embeddings" [B, Q, D] (ln_post + proj of the final mask tokens),
-    "cls_embedding" [B, D], "image_tokens" [B, 1+N, W] (before ln_post), "grid"}.
+    Returns {"region_embeddings" [B, Q, D] (the tower's head on the final mask tokens),
+    "cls_embedding" [B, D], "image_tokens" [B, 1+N, W] (before the final norm), "grid"}.
     """
     seve = seve or {}
-    x, grid = image_tokens(visual, pixels)
+    tower = vision_tower(visual)
+    x, grid = image_tokens(tower, pixels)
     keep = patch_attention_mask(mask_logits, grid)
-    m = initial_mask_tokens(visual, x.shape[0], mask_logits.shape[1], x.dtype)
-    for i, block in enumerate(visual.transformer.resblocks):
-        x, m = mask_token_block(block, x, m, keep, seve.get(i), class_tokens)
-    region = visual.ln_post(m) @ visual.proj
-    cls = visual.ln_post(x[:, 0]) @ visual.proj
-    return {"region_embeddings": region, "cls_embedding": cls, "image_tokens": x, "grid": grid}
+    m = initial_mask_tokens(tower, x.shape[0], mask_logits.shape[1], x.dtype)
+    for i, block in enumerate(tower.blocks):
+        x, m = mask_token_block(block, x, m, keep, seve.get(i), class_tokens, tower.block_parts(block))
+    return {"region_embeddings": tower.head(m), "cls_embedding": tower.head(x[:, 0]), "image_tokens": x,
+            "grid": grid}

@@ -46,13 +46,14 @@ def inject_lora(visual: nn.Module, rank: int) -> None:
     if not isinstance(rank, int) or rank < 1:
         raise ValueError(f"model.lora_rank: the lora variant needs a positive integer rank, got {rank!r}")
     cfg = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, bias="none",
-                     target_modules=r".*resblocks\.\d+\.attn\.(q_proj|k_proj|v_proj|out_proj)")
+                     target_modules=r".*(resblocks|blocks)\.\d+\.attn\.(q_proj|k_proj|v_proj|out_proj)")
     inject_adapter_in_model(cfg, visual)
 
 
 def is_query_projection(name: str) -> bool:
     """A vision block's query projection (weight or bias), not a LoRA factor."""
-    return name.startswith("clip.visual.transformer.resblocks.") and ".attn.q_proj." in name and "lora_" not in name
+    return name.startswith(("clip.visual.transformer.resblocks.", "clip.visual.trunk.blocks.")) \
+        and ".attn.q_proj." in name and "lora_" not in name
 
 
 def is_text_tower(name: str) -> bool:
