@@ -119,3 +119,16 @@ def test_frozen_parts_independent_of_training_seed():
     assert not torch.equal(a.seve["2"].g_q.weight, b.seve["2"].g_q.weight)  # new parts follow the seed
     c = build_model({**model_cfg(), "init_seed": 5}, "fisa")
     assert not torch.equal(a.clip.visual.conv1.weight, c.clip.visual.conv1.weight)
+
+
+def test_bf16_autocast_forward_and_float32_vocabulary():
+    model = build_model(model_cfg(prompt_templates="single"), "fisa").train()
+    targets = [{"labels": torch.tensor([0]), "masks": torch.rand(1, 64, 64) > 0.5}]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        vocab = model.encode_vocabulary([["cat"], ["dog"]])
+        out = model(torch.rand(1, 3, 64, 64) * 255, vocab)
+        terms = model.loss(out, targets)
+    assert vocab.dtype == torch.float32  # cached beyond the autocast region
+    assert torch.isfinite(terms["loss"])
+    terms["loss"].backward()
+    assert model.clip.visual.transformer.resblocks[0].attn.q_proj.weight.grad is not None

@@ -64,7 +64,8 @@ def encode_class_names(clip: nn.Module, tokenizer, class_names: list[list[str]],
     for i in range(0, len(texts), batch_size):
         tokens = tokenizer(texts[i:i + batch_size]).to(device)
         embs.append(F.normalize(clip.encode_text(tokens), dim=-1))
-    emb = torch.cat(embs).view(-1, len(templates), embs[0].shape[-1])  # [sum synonyms, T, D]
+    # float32 whatever autocast is active: the cached vocabulary outlives the autocast region
+    emb = torch.cat(embs).float().view(-1, len(templates), embs[0].shape[-1])  # [sum synonyms, T, D]
     syn_emb = F.normalize(emb.mean(1), dim=-1)  # [S, D]
     counts = torch.tensor([len(s) for s in class_names], device=device)
     class_idx = torch.repeat_interleave(torch.arange(len(class_names), device=device), counts)
