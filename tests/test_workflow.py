@@ -193,6 +193,8 @@ def test_failed_job_leaves_nothing_complete_and_rerun_resumes(tmp_path):
     res = snakemake(copy, "--cores", "1", target, "--config", "preset=small")
     assert res.returncode == 0, res.stdout[-3000:]
     assert json.loads((run / "done.json").read_text())["resumed"] is True
+    bench = (copy / "results/small/benchmarks/train/adapter_1/seed0.tsv").read_text().splitlines()
+    assert bench[0].split("\t")[:2] == ["s", "h:m:s"] and len(bench) == 2   # one timed job
     # The engine got the configuration Snakemake resolved (with the --config override).
     calls = [json.loads(line) for line in (copy / "calls.jsonl").read_text().splitlines()]
     train = [c for c in calls if c["entry"] == "train"][-1]

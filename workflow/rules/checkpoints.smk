@@ -14,6 +14,8 @@ rule fetch_checkpoint:
         engine=ENGINE_ARGS,
     log:
         log_path("fetch_checkpoint", "{kind}_{name}"),
+    benchmark:
+        bench_path("fetch_checkpoint", "{kind}_{name}"),
     conda:
         CONDA_ENV
     threads: rule_threads("fetch_checkpoint")
@@ -59,6 +61,8 @@ rule train_generator:
         launch=launcher("train_generator"),
     log:
         log_path("train_generator", "{generator}"),
+    benchmark:
+        bench_path("train_generator", "{generator}"),
     conda:
         CONDA_ENV
     threads: rule_threads("train_generator")

@@ -207,3 +207,8 @@ def launcher(rule):
 
 def log_path(rule, *parts):
     return f"{RESULTS}/logs/{rule}/" + "/".join(str(p) for p in parts) + ".log"
+
+
+def bench_path(rule, *parts):
+    """Snakemake benchmark (wall time, max RSS, CPU) of one job: for tuning config resources."""
+    return f"{RESULTS}/benchmarks/{rule}/" + "/".join(str(p) for p in parts) + ".tsv"

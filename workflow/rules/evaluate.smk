@@ -14,6 +14,8 @@ rule evaluate:
         config_hash=_experiment_hash,
     log:
         log_path("evaluate", "{experiment}", "seed{seed}", "{dataset}"),
+    benchmark:
+        bench_path("evaluate", "{experiment}", "seed{seed}", "{dataset}"),
     conda:
         CONDA_ENV
     threads: rule_threads("evaluate")

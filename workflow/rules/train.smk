@@ -38,6 +38,8 @@ rule train:
         launch=launcher("train"),
     log:
         log_path("train", "{experiment}", "seed{seed}"),
+    benchmark:
+        bench_path("train", "{experiment}", "seed{seed}"),
     conda:
         CONDA_ENV
     threads: rule_threads("train")
