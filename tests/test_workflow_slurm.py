@@ -102,6 +102,32 @@ def test_small_jobs_through_the_slurm_profile_fail_cleanly_and_resume(slurm_clus
     assert "gres:gpu:1" in ev["job"]["scontrol"] or "gres/gpu=1" in ev["job"]["scontrol"], ev["job"]
 
 
+def test_preempted_training_checkpoints_on_the_warning_signal_and_resumes(slurm_cluster, tmp_path):
+    """Training's `--signal=USR1@300` reaches the engine inside the Snakemake job step; the
+    engine checkpoints and exits 75, Snakemake resubmits it and the run resumes."""
+    copy = workflow_copy(tmp_path, fakes=True)
+    cfg = copy / "config.yaml"
+    line = "      default: {gpus: 0, cpus: 1, mem_mb: 2000, runtime: 30, partition: null}\n"
+    # 6 min limit: the warning comes about 60 s after the start.
+    cfg.write_text(cfg.read_text().replace(line, line + "      train: {runtime: 6}\n", 1))
+    target = "results/small/runs/fisa/seed0/done.json"
+    prepared = snakemake(copy, "--cores", "2", "resources/small/checkpoints/generators/swin_b/done.json",
+                         "resources/small/checkpoints/.done/backbone_vit_l14_336.json",
+                         "resources/small/datasets/.fisa/coco.prepare.done", "--config", "preset=small")
+    assert prepared.returncode == 0, prepared.stdout[-3000:]
+    args = [a if a != "0" else "1" for a in CLUSTER_ARGS]          # --retries 1
+    assert args[-2:] == ["--retries", "1"]
+    res = snakemake(copy, *args, target, "--config", "preset=small", env={"FAKE_WAIT_SIGNAL": "1"}, timeout=900)
+    assert res.returncode == 0, res.stdout[-5000:]
+    run = copy / "results/small/runs/fisa/seed0"
+    done = json.loads((run / "done.json").read_text())
+    assert done["resumed"] is True and done["slurm_job"]
+    assert done["previous_checkpoint"] == {"iteration": 1, "signal": True}   # written after SIGUSR1
+    calls = [json.loads(line) for line in (copy / "calls.jsonl").read_text().splitlines()]
+    trains = [c["slurm_job"] for c in calls if c["entry"] == "train"]
+    assert len(trains) == 2 and len(set(trains)) == 2                  # two SLURM jobs: warned, resumed
+
+
 REAL_ENTRY_POINTS = ("fisa.data.synthetic", "fisa.models.fetch", "fisa.engine.train", "fisa.engine.train_generator",
                      "fisa.engine.evaluate")
 

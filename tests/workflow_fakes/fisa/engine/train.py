@@ -1,5 +1,8 @@
-"""Stand-in training: a checkpoint first, done.json last; FAKE_FAIL=train dies in between."""
-import os, sys
+"""Stand-in training: a checkpoint first, done.json last; FAKE_FAIL=train dies in between.
+
+FAKE_WAIT_SIGNAL=1 (and no checkpoint yet): wait for SLURM's SIGUSR1 warning, write the
+checkpoint, exit 75 as the engine does when pre-empted; the next attempt resumes."""
+import os, signal, sys, time
 from pathlib import Path
 sys.path.insert(0, str(Path.cwd()))
 import fake
@@ -11,7 +14,17 @@ fake.log_call("train", args)
 out = Path(args.output_dir)
 ckpt = out / "checkpoints" / "last.json"
 resumed = ckpt.exists()
+previous = fake.json.loads(ckpt.read_text()) if resumed else None
+if os.environ.get("FAKE_WAIT_SIGNAL") and not resumed:
+    got = []
+    signal.signal(signal.SIGUSR1, lambda signum, frame: got.append(signum))
+    t0 = time.time()
+    while not got and time.time() - t0 < 400:
+        time.sleep(0.5)
+    time.sleep(2)                                   # writing a checkpoint takes a while
+    fake.write_json(ckpt, {"iteration": 1, "signal": bool(got)})
+    sys.exit(75)
 fake.write_json(ckpt, {"iteration": 1})
 fake.fail_if_asked("train")
 fake.write_json(out / "done.json", {"experiment": args.experiment, "seed": args.seed, "resumed": resumed,
-                                    "slurm_job": os.environ.get("SLURM_JOB_ID")})
+                                    "previous_checkpoint": previous, "slurm_job": os.environ.get("SLURM_JOB_ID")})
