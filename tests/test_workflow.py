@@ -246,3 +246,20 @@ def test_readme_quick_start_targets_exist(tmp_path):
     assert sm.index("--config") == len(sm) - 2
     targets = [w for w in sm if not w.startswith("-") and "=" not in w and not w.isdigit()]
     assert targets == ["all_tables", "all_figures"]
+
+
+def test_fisa_validate_config_uses_the_workflow_schema(config):
+    from fisa.config import ConfigError, validate_config
+    import copy as _copy
+    bad = _copy.deepcopy(config)
+    bad["presets"]["paper"]["resources"]["trian"] = {"gpus": 4}
+    with pytest.raises(ConfigError, match=r"presets\.paper\.resources: 'trian' is not one of"):
+        validate_config(bad)
+    bad = _copy.deepcopy(config)
+    bad["experiments"]["fisa"]["datasets"] = ["ade151"]
+    with pytest.raises(ConfigError, match=r"experiments\.fisa\.datasets\.0: 'ade151' is not one of"):
+        validate_config(bad)
+    bad = _copy.deepcopy(config)
+    bad["presets"]["small"]["data_source"] = "scraped"
+    with pytest.raises(ConfigError, match=r"presets\.small\.data_source: 'scraped' is not one of"):
+        validate_config(bad)
