@@ -324,7 +324,7 @@ def to_markdown(table: Table) -> str:
         out.append("| " + " | ".join([_md_escape(ln.label), _md_escape(ln.source)] + cells) + " |")
     if table.notes:
         out += [""] + [f"- {_md_escape(n)}" for n in table.notes]
-    out += ["", f"Regenerate: `snakemake --config preset={table.preset} {table.target}`; every number's seed, "
+    out += ["", f"Regenerate: `snakemake {table.target} --config preset={table.preset}`; every number's seed, "
                 f"commit, config hash and device are in `results/{table.preset}/metrics.csv`."]
     return "\n".join(out) + "\n"
 

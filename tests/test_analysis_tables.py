@@ -112,7 +112,7 @@ def test_table1_latex_and_markdown(table1_metrics, tmp_path):
     assert "| SED | reported by the paper |" in md
     assert "fisa_main): commit 0123456789; config cfg0." in md
     assert md.rstrip().endswith("are in `results/small/metrics.csv`.")
-    assert "`snakemake --config preset=small table1_main`" in md
+    assert "`snakemake table1_main --config preset=small`" in md
 
 
 @pytest.mark.parametrize("target", ["table1_main", "table2_efficiency", "table3a_components", "table3b_lora",
