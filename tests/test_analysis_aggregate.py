@@ -9,7 +9,7 @@ import pytest
 
 from analysis import aggregate as agg
 from analysis import vocabulary
-from tests.analysis_fixtures import COMMIT, classes_of, write_efficiency, write_eval
+from analysis_fixtures import COMMIT, classes_of, write_efficiency, write_eval
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from analysis import aggregate as agg
 from analysis import figures as F
 from analysis import qualitative as Q
 from fisa.config import load_config
-from tests.analysis_fixtures import classes_of, write_eval
+from analysis_fixtures import classes_of, write_eval
 
 PNG_MAGIC, PDF_MAGIC = b"\x89PNG\r\n\x1a\n", b"%PDF-"
 

@@ -9,7 +9,7 @@ import yaml
 
 from analysis import aggregate as agg
 from analysis import tables as T
-from tests.analysis_fixtures import classes_of, write_efficiency, write_eval
+from analysis_fixtures import classes_of, write_efficiency, write_eval
 
 
 def _metrics(paths, eff=()):

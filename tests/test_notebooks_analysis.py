@@ -12,7 +12,7 @@ from PIL import Image
 from analysis import aggregate as agg
 from analysis import per_class as PC
 from analysis import qualitative as Q
-from tests.analysis_fixtures import classes_of, write_eval
+from analysis_fixtures import classes_of, write_eval
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "analysis" / "notebooks"
 
