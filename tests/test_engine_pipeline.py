@@ -34,6 +34,11 @@ def small(tmp_path_factory):
         "data_root": str(data_root), "cache_dir": str(cache),
         "generators": {"swin_b": {"train": {"iterations": 60}}}}}})
     done = train_generator(config, "small", "swin_b", cache / "generators" / "swin_b")
+    # the small preset's "pre-trained" CLIP (the fetch rule's harness pre-training)
+    from fisa.engine.pretrain_clip import pretrain_clip
+    from fisa.models.clip_backbone import harness_clip_path
+
+    pretrain_clip(config["presets"]["small"]["backbones"]["vit_l14_336"], harness_clip_path(cache, "vit_l14_336"))
     assert json.loads(done.read_text())["generator"] == "swin_b"
     assert (cache / "generators" / "swin_b" / "config.json").exists()
     return {"config": config, "root": root}
@@ -76,10 +81,11 @@ def fisa(small):
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "small preset: the random-init tiny CLIP's text embeddings are nearly parallel (mean cosine 0.94 "
-    "over the ADE-150 vocabulary), so every proposal is classified as the same few 'hub' classes; "
-    "FISA cannot separate classes within the small schedule (it cannot even overfit one batch). "
-    "Needs a spread-out / pre-trained tiny CLIP from the models library; see docs/engine.md"))
+    "small preset: with the harness-pretrained tiny CLIP (fisa.engine.pretrain_clip; text cosine 0.07, "
+    "held-out region zero-shot 79% of 30 classes) the frozen baseline scores PQ 1.64 / mIoU 4.50 on the "
+    "ADE-150 stand-in (random CLIP: 0 / 0), but FISA trained for the small schedule falls to PQ 0.00 / "
+    "mIoU 0.54: the small training schedule (presets.small.defaults.train) is not tuned yet; "
+    "see docs/engine.md and docs/models.md"))
 def test_fisa_beats_frozen_baseline_on_ade150(baseline, fisa):
     b, f = baseline[2]["metrics"], fisa[2]["metrics"]
     print(f"baseline PQ {b['PQ']:.2f} mIoU {b['mIoU']:.2f} | fisa PQ {f['PQ']:.2f} mIoU {f['mIoU']:.2f}")

@@ -13,12 +13,22 @@ CONFIG = str(Path(__file__).resolve().parents[1] / "config.yaml")
 
 def test_fetch_small_preset_writes_done_files(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    calls = []
+
+    def fake_pretrain(entry, out_path, **kw):  # the real one: tests/test_pretrain_clip.py
+        calls.append((entry["model"], Path(out_path)))
+        return {"iterations": entry["pretrain"]["iterations"]}
+
+    monkeypatch.setattr("fisa.engine.pretrain_clip.pretrain_clip", fake_pretrain)
     assert main(["--config", CONFIG, "--preset", "small", "--backbone", "vit_l14_336"]) == 0
     assert main(["--config", CONFIG, "--preset", "small", "--generator", "swin_b"]) == 0
     done = tmp_path / "resources/small/checkpoints/.done"
     b = json.loads((done / "backbone_vit_l14_336.json").read_text())
     g = json.loads((done / "generator_swin_b.json").read_text())
-    assert b["action"] == "none" and b["entry"]["model"] == "fisa-tiny-vit-l"
+    # small-preset backbones are "pre-trained" by the harness into <cache_dir>/clip/<name>.pt
+    assert b["action"] == "pretrained" and b["entry"]["model"] == "fisa-tiny-vit-l"
+    assert calls == [("fisa-tiny-vit-l", Path("resources/small/checkpoints/clip/vit_l14_336.pt"))]
+    assert b["pretraining"]["iterations"] == b["entry"]["pretrain"]["iterations"]
     assert g["action"] == "none" and "train_generator" in g["reason"]
     assert sorted(p.name for p in done.iterdir()) == ["backbone_vit_l14_336.json", "generator_swin_b.json"]
 

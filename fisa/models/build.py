@@ -28,7 +28,8 @@ def build_model(model_cfg: dict, variant: str, cache_dir: str | None = None) -> 
         raise KeyError(f"model config: missing keys {missing} (pass the `model` section of "
                        "fisa.config.resolve_experiment)")
     init_seed = int(model_cfg.get("init_seed", 0))
-    clip = create_clip(model_cfg["clip"], cache_dir=cache_dir, init_seed=init_seed)
+    clip = create_clip(model_cfg["clip"], cache_dir=cache_dir, init_seed=init_seed,
+                       backbone=model_cfg.get("backbone"))
     tokenizer = get_tokenizer(model_cfg["clip"]["model"])
     generator = load_generator(model_cfg["generator"], model_cfg["generator_config"], cache_dir=cache_dir,
                                init_seed=init_seed + 1)

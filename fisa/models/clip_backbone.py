@@ -38,11 +38,19 @@ def register_model_configs() -> None:
     _registered = True
 
 
-def create_clip(clip_cfg: dict, cache_dir: str | None = None, init_seed: int = 0) -> nn.Module:
-    """Build the open_clip CLIP model named in `clip_cfg` ({model, pretrained, image_size}).
+def harness_clip_path(cache_dir: str | Path, backbone: str) -> Path:
+    """Weights of a `source: harness` backbone: <cache_dir>/clip/<logical backbone name>.pt."""
+    return Path(cache_dir) / "clip" / f"{backbone}.pt"
+
+
+def create_clip(clip_cfg: dict, cache_dir: str | None = None, init_seed: int = 0,
+                backbone: str | None = None) -> nn.Module:
+    """Build the open_clip CLIP model named in `clip_cfg` ({model, pretrained, image_size, source?}).
 
     `pretrained: null` gives random weights drawn from `init_seed` (the global RNG is left
     untouched), so every small-preset experiment shares the same "pre-trained" CLIP.
+    `source: harness` loads the weights `python -m fisa.engine.pretrain_clip` wrote to
+    `harness_clip_path(cache_dir, backbone)` (the small preset's "pre-trained" tiny CLIP).
     """
     register_model_configs()
     name = clip_cfg["model"]
@@ -68,6 +76,10 @@ def create_clip(clip_cfg: dict, cache_dir: str | None = None, init_seed: int = 0
                                            force_quick_gelu=uses_quick_gelu(name, pretrained))
         finally:
             root_logger.setLevel(level)
+    if clip_cfg.get("source", "open_clip") == "harness":
+        load_harness_weights(model, cache_dir, backbone)
+    elif clip_cfg.get("source", "open_clip") != "open_clip":
+        raise ValueError(f"model.clip.source: expected open_clip or harness, got {clip_cfg['source']!r}")
     visual = model.visual
     if is_eva_tower(visual):
         split_eva_attention(visual)
@@ -82,6 +94,25 @@ def create_clip(clip_cfg: dict, cache_dir: str | None = None, init_seed: int = 0
                                   f"got pool_type={visual.pool_type!r}")
     split_attention(visual)
     return model
+
+
+def load_harness_weights(model: nn.Module, cache_dir: str | None, backbone: str | None) -> None:
+    """Load a harness-pretrained open_clip state dict (fused attention layout) into `model`."""
+    if not cache_dir or not backbone:
+        raise ValueError("model.clip.source is 'harness': building it needs cache_dir and the logical "
+                         "backbone name (model.backbone) to find <cache_dir>/clip/<backbone>.pt")
+    path = harness_clip_path(cache_dir, backbone)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"harness-pretrained CLIP for backbone {backbone!r} not found: {path}. Make it with "
+            f"`python -m fisa.models.fetch --preset <preset> --backbone {backbone}` (or "
+            f"`python -m fisa.engine.pretrain_clip --preset <preset> --backbone {backbone}`)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: not a state dict of open_clip model for backbone {backbone!r} "
+                         f"(re-run the pre-training): {str(e).splitlines()[0]}") from e
 
 
 def uses_quick_gelu(name: str, pretrained: str | None) -> bool:

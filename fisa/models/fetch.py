@@ -5,7 +5,8 @@
     python -m fisa.models.fetch --config config.yaml --preset paper --generator r50   # download + convert
 
 Backbones: open_clip weights of `pretrained` into <cache_dir>/open_clip (nothing to do for
-`pretrained: null`). Generators: `hub` ids into <cache_dir>/huggingface; `converted` downloads the
+`pretrained: null`); `source: harness` backbones are pre-trained by the harness
+(`fisa.engine.pretrain_clip`) into <cache_dir>/clip/<name>.pt. Generators: `hub` ids into <cache_dir>/huggingface; `converted` downloads the
 detectron2 .pkl into <cache_dir>/downloads and converts it to <cache_dir>/generators/<name>/;
 `harness` generators are made by `train_generator` (nothing to fetch). Ends by writing
 <cache_dir>/.done/<backbone|generator>_<name>.json atomically.
@@ -29,13 +30,22 @@ def done_path(cache_dir: str | Path, kind: str, name: str) -> Path:
     return Path(cache_dir) / ".done" / f"{kind}_{name}.json"
 
 
-def fetch_backbone(entry: dict, cache_dir: str | Path) -> dict:
-    """Download the open_clip weights of a backbone entry {model, pretrained, image_size}."""
+def fetch_backbone(entry: dict, cache_dir: str | Path, name: str | None = None) -> dict:
+    """Download the open_clip weights of a backbone entry {model, pretrained, image_size}; for a
+    `source: harness` entry, run the harness pre-training (fisa.engine.pretrain_clip) instead."""
     import open_clip
 
-    from fisa.models.clip_backbone import register_model_configs
+    from fisa.models.clip_backbone import harness_clip_path, register_model_configs
 
     register_model_configs()
+    if entry.get("source") == "harness":
+        from fisa.engine.pretrain_clip import pretrain_clip
+
+        if not name:
+            raise ValueError("a harness backbone needs its logical name (its weights: <cache_dir>/clip/<name>.pt)")
+        path = harness_clip_path(cache_dir, name)
+        record = pretrain_clip(entry, path)
+        return {"action": "pretrained", "path": str(path), "pretraining": record}
     if not entry.get("pretrained"):
         return {"action": "none", "reason": "pretrained is null: random weights, nothing to download"}
     cfg = open_clip.get_pretrained_cfg(entry["model"], entry["pretrained"])
@@ -95,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --{kind} {name!r} not in presets.{args.preset}.{kind}s ({sorted(entries)})", file=sys.stderr)
         return 2
     try:
-        result = fetch_backbone(entries[name], cache_dir) if kind == "backbone" \
+        result = fetch_backbone(entries[name], cache_dir, name) if kind == "backbone" \
             else fetch_generator(name, entries[name], cache_dir)
     except (ValueError, OSError) as e:
         print(f"error: {kind} {name!r}: {e}", file=sys.stderr)
