@@ -51,7 +51,10 @@ def test_pretraining_separates_classes(pretrained):
         random_clip = create_clip({**ENTRY, "source": "open_clip"}, init_seed=0).eval()
         trained = create_clip(ENTRY, cache_dir=str(cache), backbone="vit_b16").eval()
         before, after = _mean_cos(_ade_text(random_clip)), _mean_cos(_ade_text(trained))
-    assert before > 0.85 and after < 0.6, (before, after)
+    # over ADE-150 (140 of its names never pre-trained): far below the random init's ~0.9
+    assert before > 0.85 and after < before - 0.2, (before, after)
+    # over the pre-training classes themselves: nearly orthogonal
+    assert record["mean_pairwise_cosine"] < 0.3
 
 
 @pytest.mark.slow
