@@ -80,16 +80,13 @@ def fisa(small):
     return (r, out) + _evaluate(small, r, out, "ade150")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "small preset: with the harness-pretrained tiny CLIP (fisa.engine.pretrain_clip; text cosine 0.07, "
-    "held-out region zero-shot 79% of 30 classes) the frozen baseline scores PQ 1.64 / mIoU 4.50 on the "
-    "ADE-150 stand-in (random CLIP: 0 / 0), but FISA trained for the small schedule falls to PQ 0.00 / "
-    "mIoU 0.54: the small training schedule (presets.small.defaults.train) is not tuned yet; "
-    "see docs/engine.md and docs/models.md"))
 def test_fisa_beats_frozen_baseline_on_ade150(baseline, fisa):
+    """The issue's acceptance: the small schedule (presets.small: 100 iterations at lr 1e-2) lifts
+    both metrics clearly, not by noise (measured: baseline PQ ~1 / mIoU ~1-5, FISA PQ 6-10 /
+    mIoU 7-21 across lr and length choices; docs/engine.md)."""
     b, f = baseline[2]["metrics"], fisa[2]["metrics"]
     print(f"baseline PQ {b['PQ']:.2f} mIoU {b['mIoU']:.2f} | fisa PQ {f['PQ']:.2f} mIoU {f['mIoU']:.2f}")
-    assert f["PQ"] > b["PQ"] and f["mIoU"] > b["mIoU"]
+    assert f["PQ"] > b["PQ"] + 2 and f["mIoU"] > b["mIoU"] + 2
 
 
 def test_run_folder_contents(fisa, baseline):
