@@ -55,3 +55,76 @@ def test_openai_weights_get_quick_gelu():
         create_clip({"model": "ViT-B-16", "pretrained": "openai"})
     assert cm.call_args.kwargs["force_quick_gelu"] is True
     assert cm.call_args.kwargs["pretrained"] == "openai"
+
+
+# --------------------------------------------------------------------------- converted generators
+
+
+def _served_pkl(tmp_path, payload=b"not really a pickle, but bytes with a known sha256" * 1000):
+    import hashlib
+
+    served = tmp_path / "served"
+    served.mkdir()
+    sha = hashlib.sha256(payload).hexdigest()
+    (served / f"model_final_{sha[:6]}.pkl").write_bytes(payload)
+    (served / "model_final_000000.pkl").write_bytes(payload)  # the name promises another sha256
+    return served, sha, payload
+
+
+def test_converted_generator_download_resumes_and_checks_the_d2_name_sha(tmp_path, monkeypatch):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_download_helpers import FileServer
+
+    from fisa.models.fetch import download_checkpoint, expected_sha256, fetch_generator
+
+    assert expected_sha256("https://x/model_final_94dc52.pkl") == "94dc52"
+    assert expected_sha256("https://x/model_final_94dc52.pkl", "AB" * 32) == "ab" * 32
+    assert expected_sha256("https://x/weights.pth") is None
+    served, sha, payload = _served_pkl(tmp_path)
+    converted = []
+    monkeypatch.setattr("fisa.models.convert_d2_mask2former.convert_file",
+                        lambda pkl, out: converted.append((Path(pkl).read_bytes(), Path(out))))
+    with FileServer(served) as srv:
+        name = f"model_final_{sha[:6]}.pkl"
+        srv.faults[name] = {"drop_after": len(payload) // 3, "times": 1}  # connection cut mid-body
+        cache = tmp_path / "cache"
+        rec = fetch_generator("r50", {"source": "converted", "url": f"{srv.url}/{name}"}, cache)
+        assert rec["action"] == "converted" and converted == [(payload, cache / "generators" / "r50")]
+        ranges = [r for n, r in srv.requests if n == name]
+        assert ranges[0] is None and ranges[1].startswith("bytes=") and int(ranges[1][6:].split("-")[0]) > 0
+        # a second fetch re-checks the file on disk and does not download again
+        fetch_generator("r50", {"source": "converted", "url": f"{srv.url}/{name}"}, cache)
+        assert len([1 for n, _ in srv.requests if n == name]) == len(ranges)
+        # the name promises sha256 000000...: refused, and the wrong bytes are not kept
+        bad = f"{srv.url}/model_final_000000.pkl"
+        with pytest.raises(RuntimeError, match=r"model_final_000000\.pkl: sha256 mismatch: expected 000000\.\.\., got "
+                                               + sha):
+            download_checkpoint(bad, tmp_path / "dl" / "model_final_000000.pkl", backoff=0.01)
+        assert not list((tmp_path / "dl").iterdir())
+        # an explicit full sha256 in the entry wins over the name
+        with pytest.raises(RuntimeError, match="expected " + "0" * 64):
+            download_checkpoint(f"{srv.url}/{name}", tmp_path / "dl2" / name, "0" * 64, backoff=0.01)
+
+
+def test_fetch_cli_reports_a_corrupt_checkpoint(tmp_path, monkeypatch, capsys):
+    import sys
+
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_download_helpers import FileServer
+
+    served, sha, payload = _served_pkl(tmp_path)
+    cfg = yaml.safe_load(Path(CONFIG).read_text())
+    with FileServer(served) as srv:
+        name = f"model_final_{sha[:6]}.pkl"
+        srv.faults[name] = {"corrupt": True}
+        cfg["presets"]["small"]["generators"]["r50"] = {"source": "converted", "url": f"{srv.url}/{name}"}
+        cfg["presets"]["small"]["cache_dir"] = str(tmp_path / "cache")
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+        assert main(["--config", str(tmp_path / "config.yaml"), "--preset", "small", "--generator", "r50"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: generator 'r50': {srv.url}/{name}: sha256 mismatch: expected {sha[:6]}..." in err
+    assert not (tmp_path / "cache" / ".done").exists()

@@ -7,7 +7,7 @@
 Backbones: open_clip weights of `pretrained` into <cache_dir>/open_clip (nothing to do for
 `pretrained: null`); `source: harness` backbones are pre-trained by the harness
 (`fisa.engine.pretrain_clip`) into <cache_dir>/clip/<name>.pt. Generators: `hub` ids into <cache_dir>/huggingface; `converted` downloads the
-detectron2 .pkl into <cache_dir>/downloads and converts it to <cache_dir>/generators/<name>/;
+detectron2 .pkl into <cache_dir>/downloads (resumed, retried, sha256-checked) and converts it to <cache_dir>/generators/<name>/;
 `harness` generators are made by `train_generator` (nothing to fetch). Ends by writing
 <cache_dir>/.done/<backbone|generator>_<name>.json atomically.
 """
@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
-import urllib.request
 from pathlib import Path
 
 from fisa.config import load_config
-from fisa.utils.io import atomic_path, atomic_write_json
+from fisa.utils.io import atomic_write_json
 
 log = logging.getLogger("fisa.models.fetch")
 
@@ -56,6 +56,50 @@ def fetch_backbone(entry: dict, cache_dir: str | Path, name: str | None = None) 
     return {"action": "downloaded", "path": str(path)}
 
 
+# detectron2's model zoo names a checkpoint model_final_<first 6 hex digits of its sha256>.pkl
+D2_NAME_SHA256 = re.compile(r"_([0-9a-f]{6})\.pkl$")
+
+
+def expected_sha256(url: str, sha256: str | None = None) -> str | None:
+    """The checksum a download must match: the entry's `sha256`, else the sha256 prefix that
+    detectron2's model-zoo file name carries (model_final_94dc52.pkl -> "94dc52"), else None."""
+    if sha256:
+        return sha256.lower()
+    m = D2_NAME_SHA256.search(Path(url).name)
+    return m.group(1) if m else None
+
+
+def download_checkpoint(url: str, dest: Path, sha256: str | None = None, **fetch_kw) -> Path:
+    """Download `url` to `dest` with the data library's resuming, retrying HTTP fetch
+    (fisa.data.download.http_fetch) and check its sha256 (full, or the detectron2 name prefix)
+    before it gets its final name; a file already at `dest` is checked the same way."""
+    from fisa.data.download import DownloadError, file_digest, http_fetch
+
+    want = expected_sha256(url, sha256)
+
+    def check(path: Path) -> None:
+        if want is None:
+            log.warning("%s: no checksum known (add `sha256:` to the generator entry)", url)
+            return
+        got = file_digest(path)
+        if not got.startswith(want):
+            raise DownloadError(f"{url}: sha256 mismatch: expected {want}{'...' if len(want) < 64 else ''}, "
+                                f"got {got} ({path}); the download is corrupt or the source changed")
+
+    if dest.exists():
+        check(dest)
+        return dest
+    log.info("downloading %s -> %s", url, dest)
+    part = http_fetch([url], dest, **fetch_kw)  # retries / backoff / timeout
+    try:
+        check(part)
+    except DownloadError:
+        part.unlink(missing_ok=True)  # a wrong file must not be resumed from next time
+        raise
+    part.replace(dest)
+    return dest
+
+
 def fetch_generator(name: str, entry: dict, cache_dir: str | Path) -> dict:
     """Download (and for `converted`, convert) a generator entry."""
     source = entry.get("source")
@@ -72,12 +116,7 @@ def fetch_generator(name: str, entry: dict, cache_dir: str | Path) -> dict:
         url = entry.get("url")
         if not url:
             raise ValueError(f"generators.{name}: a converted generator needs a `url` to the detectron2 .pkl")
-        pkl = Path(cache_dir) / "downloads" / Path(url).name
-        if not pkl.exists():
-            log.info("downloading %s -> %s", url, pkl)
-            with atomic_path(pkl) as tmp, urllib.request.urlopen(url) as r, open(tmp, "wb") as fh:
-                while chunk := r.read(1 << 20):
-                    fh.write(chunk)
+        pkl = download_checkpoint(url, Path(cache_dir) / "downloads" / Path(url).name, entry.get("sha256"))
         out = Path(cache_dir) / "generators" / name
         convert_file(pkl, out)
         return {"action": "converted", "pkl": str(pkl), "path": str(out)}
@@ -107,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = fetch_backbone(entries[name], cache_dir, name) if kind == "backbone" \
             else fetch_generator(name, entries[name], cache_dir)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, RuntimeError) as e:  # RuntimeError: fisa.data.download.DownloadError
         print(f"error: {kind} {name!r}: {e}", file=sys.stderr)
         return 1
     atomic_write_json(done_path(cache_dir, kind, name), {"kind": kind, "name": name, "preset": args.preset,
