@@ -144,7 +144,13 @@ def load_layout(target: str, layouts: str | Path = LAYOUTS, targets: str | Path 
 
 
 def _fmt(value: float, spec: str) -> str:
-    return format(value, spec)
+    """`value` in the column's format; a nonzero value that the format would print as zero
+    (the small preset's 0.03 M trainable parameters or 0.006 GPU hours under `.1f`) gets two
+    significant digits instead, so a table never shows a measured quantity as 0."""
+    text = format(value, spec)
+    if value != 0 and float(text.rstrip("%")) == 0:
+        text = format(value, ("+" if spec.startswith("+") else "") + ".2g")
+    return text
 
 
 def _cell_stats(metrics: pd.DataFrame, experiment: str, column: dict, device: str | None):

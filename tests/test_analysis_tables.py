@@ -192,6 +192,15 @@ def test_layout_reading_an_experiment_the_target_does_not_build(tmp_path):
         T.load_layout("table9")
 
 
+def test_values_that_round_to_zero_keep_two_significant_digits():
+    assert T._fmt(0.0312, ".1f") == "0.031"
+    assert T._fmt(-0.0061, "+.1f") == "-0.0061"
+    assert T._fmt(0.0061, "+.1f") == "+0.0061"
+    assert T._fmt(0.0, ".1f") == "0.0"
+    assert T._fmt(26.04, ".1f") == "26.0"
+    assert T._fmt(0.05, ".1f") == "0.1"  # rounds up: the column's format is kept
+
+
 def test_latex_escaping():
     assert T.latex_escape("a_b & 5% #1 ± Δ") == r"a\_b \& 5\% \#1 $\pm$ $\Delta$"
 
