@@ -147,12 +147,25 @@ def test_real_fisa_run_resumes_bit_identically(small):
     # as if killed between the checkpoint of iteration 3 and the end
     for f in ("done.json", "model_final.pt", "checkpoints/ckpt_00000006.pt", "checkpoints/ckpt_00000006.json"):
         (b / f).unlink()
+    # ... and SIGKILLed, so that its last heartbeat (iteration 3) is all it left of its attempt
+    from fisa.engine import provenance
+    from fisa.engine.distributed import DistContext
+    from fisa.engine.train import AttemptLog
+
+    killed = AttemptLog(b, provenance.collect("cpu"), DistContext(), checkpoint_every=3)
+    killed.begin()
+    killed.heartbeat(3)
     train(r, b, progress_bar=False)
     sa = torch.load(a / "model_final.pt", weights_only=False)["model"]
     sb = torch.load(b / "model_final.pt", weights_only=False)["model"]
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-    attempts = json.loads((b / "provenance.json").read_text())["attempts"]
-    assert [x["resumed_from"] for x in attempts] == [0, 3]
+    prov = json.loads((b / "provenance.json").read_text())
+    attempts = prov["attempts"]
+    assert [x["resumed_from"] for x in attempts] == [0, None, 3]
+    assert [x["outcome"].split()[0] for x in attempts] == ["finished", "killed", "finished"]
+    assert attempts[1]["iteration"] == 3 and prov["wall_seconds"] == pytest.approx(
+        sum(x["wall_seconds"] for x in attempts), abs=0.01)
+    assert not (b / AttemptLog.RUNNING).exists()
 
 
 def test_train_refuses_folder_of_another_config(small):
@@ -164,6 +177,19 @@ def test_train_refuses_folder_of_another_config(small):
     r2 = _resolved(small, "fisa", iterations=2, checkpoint_every=1, lr=0.5)
     with pytest.raises(ValueError, match="different model/train config"):
         train(r2, out, progress_bar=False)
+
+
+def test_failure_before_the_loop_is_recorded_as_failed(small, tmp_path):
+    from fisa.engine.train import AttemptLog, train
+
+    r = _resolved(small, "fisa", iterations=2)
+    r["data_root"] = str(tmp_path / "no_datasets_here")
+    out = tmp_path / "run"
+    with pytest.raises(Exception, match="no_datasets_here"):
+        train(r, out, progress_bar=False)
+    attempts = json.loads((out / "provenance.json").read_text())["attempts"]
+    assert [a["outcome"].split(":")[0] for a in attempts] == ["failed"]
+    assert not (out / AttemptLog.RUNNING).exists() and not (out / "done.json").exists()
 
 
 def test_referring_and_oracles(small, baseline):

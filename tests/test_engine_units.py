@@ -106,3 +106,43 @@ def test_progress_without_terminal_logs_every_n(caplog):
     assert len(lines) == 3  # iterations 4, 8 and the last
     assert lines[0].startswith("iter 4/10 loss=1.5000 lr=1.000e-04") and "it/s" in lines[0]
     assert lines[-1].startswith("iter 10/10")
+
+
+def test_attempt_log_heartbeat_and_killed_attempt(tmp_path, monkeypatch):
+    import json
+
+    from fisa.engine import train as T
+    from fisa.engine.distributed import DistContext
+
+    clock = [100.0]
+    monkeypatch.setattr(T.time, "perf_counter", lambda: clock[0])
+    prov = {"started": "t", "device": "cpu", "world_size": 2}
+    running, prov_path = tmp_path / T.AttemptLog.RUNNING, tmp_path / "provenance.json"
+
+    killed = T.AttemptLog(tmp_path, dict(prov), DistContext(world_size=2), checkpoint_every=10,
+                          heartbeat_seconds=60)
+    killed.begin()
+    assert json.loads(running.read_text())["wall_seconds"] == 0.0
+    clock[0] = 130.0
+    killed.heartbeat(3)  # neither due by time nor a checkpoint: not written
+    assert json.loads(running.read_text())["wall_seconds"] == 0.0
+    killed.heartbeat(10)  # a checkpoint iteration
+    beat = json.loads(running.read_text())
+    assert (beat["wall_seconds"], beat["iteration"], beat["outcome"]) == (30.0, 10, "running")
+    clock[0] = 200.0
+    killed.heartbeat(11)  # 70 s since the last beat
+    assert json.loads(running.read_text())["wall_seconds"] == 100.0
+    clock[0] = 250.0  # ... then SIGKILL: 50 s after the last beat are lost, nothing else is written
+    assert not prov_path.exists()
+
+    nxt = T.AttemptLog(tmp_path, dict(prov), DistContext(world_size=2))
+    nxt.begin()
+    assert json.loads(prov_path.read_text())["attempts"][0]["outcome"].startswith("killed")
+    clock[0] = 262.0
+    nxt.resumed_from = 10
+    nxt.end("finished", iterations=20)
+    p = json.loads(prov_path.read_text())
+    assert [(a["outcome"].split()[0], a["wall_seconds"], a["resumed_from"]) for a in p["attempts"]] == [
+        ("killed", 100.0, None), ("finished", 12.0, 10)]
+    assert p["wall_seconds"] == 112.0 and p["gpu_hours"] == round(112.0 * 2 / 3600, 6)
+    assert p["iterations"] == 20 and not running.exists()

@@ -64,7 +64,7 @@ def make_optimizer(model: torch.nn.Module, train_cfg: dict) -> torch.optim.Optim
                           backbone_lr_multiplier=float(train_cfg["backbone_lr_multiplier"]))
     groups = [g for g in groups if len(list(g["params"]))]
     if not groups:
-        raise ValueError(f"nothing to train: the variant has no trainable parameters")
+        raise ValueError("nothing to train: the variant has no trainable parameters")
     return torch.optim.AdamW(groups, lr=float(train_cfg["lr"]), weight_decay=float(train_cfg["weight_decay"]))
 
 
@@ -110,22 +110,110 @@ def _check_run_dir(out: Path, resolved: dict) -> None:
                              "delete the folder (or choose another --output-dir) to start afresh")
 
 
-def _record_attempt(prov_path: Path, prov: dict, wall: float, resumed_from, ctx: DistContext, outcome: str,
-                    **extra) -> None:
-    """Append this start to provenance.json's `attempts` and update the totals (atomic).
+class AttemptLog:
+    """This start's entry in provenance.json's `attempts`, and the totals over all starts.
 
     GPU-hours = sum over attempts of wall time x processes (one GPU each); on CPU the same
-    product is recorded and `device` says it was a CPU. A SIGKILLed attempt cannot record
-    itself: its time is missing from the total (the log shows it)."""
-    attempts = []
-    if prov_path.exists():
-        attempts = json.loads(prov_path.read_text()).get("attempts", [])
-    attempts.append({"started": prov["started"], "ended": provenance.now(), "wall_seconds": round(wall, 3),
-                     "resumed_from": resumed_from, "world_size": ctx.world_size, "device": prov["device"],
-                     "outcome": outcome})
-    prov.update(attempts=attempts, wall_seconds=round(sum(a["wall_seconds"] for a in attempts), 3),
-                gpu_hours=round(sum(a["wall_seconds"] * a["world_size"] for a in attempts) / 3600, 6), **extra)
-    atomic_write_json(prov_path, prov)
+    product is recorded and `device` says it was a CPU. An attempt that ends by itself
+    (finished, pre-empted, NaN, crash) records its own wall time. One that is SIGKILLed (SLURM
+    time limit past the grace period, the OOM killer, a lost node) cannot, so rank 0 keeps a
+    heartbeat, `attempt_running.json`, rewritten atomically every `heartbeat_seconds` and at
+    every checkpoint; the next start finds it and records that attempt as `killed` with the
+    wall time of its last heartbeat (a lower bound: at most `heartbeat_seconds` are lost)."""
+
+    RUNNING = "attempt_running.json"
+
+    def __init__(self, out: Path, prov: dict, ctx: DistContext, checkpoint_every: int = 0,
+                 heartbeat_seconds: float = 60.0, t0: float | None = None):
+        self.out, self.prov, self.ctx = out, prov, ctx
+        self.checkpoint_every, self.heartbeat_seconds = checkpoint_every, heartbeat_seconds
+        self.t0 = time.perf_counter() if t0 is None else t0
+        self._last_beat = self.t0
+        self.resumed_from = None
+
+    @property
+    def prov_path(self) -> Path:
+        return self.out / "provenance.json"
+
+    def _attempt(self, outcome: str, iteration: int | None = None) -> dict:
+        a = {"started": self.prov["started"], "ended": provenance.now(),
+             "wall_seconds": round(time.perf_counter() - self.t0, 3), "resumed_from": self.resumed_from,
+             "world_size": self.ctx.world_size, "device": self.prov["device"], "outcome": outcome}
+        if iteration is not None:
+            a["iteration"] = iteration
+        return a
+
+    def _append(self, attempt: dict, **extra) -> None:
+        attempts = json.loads(self.prov_path.read_text()).get("attempts", []) if self.prov_path.exists() else []
+        attempts.append(attempt)
+        self.prov.update(attempts=attempts, wall_seconds=round(sum(a["wall_seconds"] for a in attempts), 3),
+                         gpu_hours=round(sum(a["wall_seconds"] * a["world_size"] for a in attempts) / 3600, 6),
+                         **extra)
+        atomic_write_json(self.prov_path, self.prov)
+
+    def begin(self, resumed_from: int | None = None) -> None:
+        """Record a previous attempt that was killed without recording itself; start the heartbeat."""
+        self.resumed_from = resumed_from
+        if not self.ctx.is_main:
+            return
+        running = self.out / self.RUNNING
+        if running.exists():
+            try:
+                stale = json.loads(running.read_text())
+                stale["outcome"] = "killed (wall time to its last heartbeat)"
+                log.warning("%s: the previous attempt (started %s) ended without recording itself; "
+                            "counting its %.0f s to its last heartbeat", self.out, stale.get("started"),
+                            stale.get("wall_seconds", 0.0))
+                self._append(stale)
+            except (ValueError, KeyError, TypeError) as e:  # a half-written heartbeat cannot exist (atomic)
+                log.warning("%s: unreadable, ignored (%s)", running, e)
+        atomic_write_json(running, self._attempt("running", resumed_from))
+
+    def heartbeat(self, iteration: int) -> None:
+        """After each iteration (rank 0): rewrite the heartbeat if it is due."""
+        if not self.ctx.is_main:
+            return
+        now = time.perf_counter()
+        at_checkpoint = self.checkpoint_every > 0 and iteration % self.checkpoint_every == 0
+        if at_checkpoint or now - self._last_beat >= self.heartbeat_seconds:
+            self._last_beat = now
+            atomic_write_json(self.out / self.RUNNING, self._attempt("running", iteration))
+
+    def end(self, outcome: str, **extra) -> None:
+        """Record this attempt (rank 0) and stop the heartbeat."""
+        if not self.ctx.is_main:
+            return
+        self._append(self._attempt(outcome), **extra)
+        (self.out / self.RUNNING).unlink(missing_ok=True)
+
+
+def _build_and_train(resolved: dict, out: Path, ctx: DistContext, micro_batch: int | None,
+                     progress_bar: bool | None, attempt: AttemptLog, train_hash: str):
+    """Build the run's model and train it (nothing to train at 0 iterations);
+    returns (model, LoopResult or None)."""
+    t = resolved["train"]
+    iterations = int(t["iterations"])
+    model = build_run_model(resolved, ctx.device)
+    if iterations == 0:
+        return model, None
+    dataset, meta = training_dataset(resolved)
+    from fisa.data.transforms import collate, train_transform
+
+    transform = train_transform(int(t["crop_size"]), tuple(t["scale_range"]))
+    micro = int(micro_batch or t.get("micro_batch_size") or t["batch_size"] // ctx.world_size)
+    cfg = LoopConfig(iterations=iterations, global_batch=int(t["batch_size"]), micro_batch=micro,
+                     seed=resolved["seed"], checkpoint_every=int(t.get("checkpoint_every", 1000)),
+                     log_every=int(t.get("log_every", 20)), precision=t.get("precision", "fp32"),
+                     num_workers=int(t.get("num_workers", 0)), grad_clip=t.get("grad_clip"),
+                     progress_bar=progress_bar)
+    optimizer = make_optimizer(model, t)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, poly_lr_lambda(iterations, power=float(t.get("poly_power", 0.9)),
+                                  warmup=int(t.get("warmup_iterations", 0))))
+    result = train_loop(TrainingForward(model, meta.classes, t["loss_weights"]), dataset, _forward_step,
+                        optimizer, scheduler, cfg, out, ctx, transform=transform, collate_fn=collate,
+                        checkpoint_extra={"config_hash": train_hash}, on_iteration=attempt.heartbeat)
+    return model, result
 
 
 def train(resolved: dict, output_dir: str | Path, micro_batch: int | None = None,
@@ -142,37 +230,19 @@ def train(resolved: dict, output_dir: str | Path, micro_batch: int | None = None
         out.mkdir(parents=True, exist_ok=True)
         write_resolved_config(out / "config.yaml", resolved)
     barrier(ctx)
-    prov_path = out / "provenance.json"
     prov = provenance.collect(ctx.device, ctx.world_size)
     prov.update(experiment=resolved["experiment"], preset=resolved["preset"], seed=resolved["seed"],
                 config_hash=config_hash(resolved), train_hash=train_hash)
+    attempt = AttemptLog(out, prov, ctx, checkpoint_every=int(t.get("checkpoint_every", 1000)), t0=t0)
+    attempt.begin()
 
-    model = build_run_model(resolved, ctx.device)
+    try:
+        model, result = _build_and_train(resolved, out, ctx, micro_batch, progress_bar, attempt, train_hash)
+    except BaseException as e:  # pre-emption, NaN, crash: the attempt's wall time still counts
+        attempt.end("preempted" if isinstance(e, Preempted) else f"failed: {type(e).__name__}")
+        raise
     resumed_from = 0
-    if iterations > 0:
-        dataset, meta = training_dataset(resolved)
-        from fisa.data.transforms import collate, train_transform
-
-        transform = train_transform(int(t["crop_size"]), tuple(t["scale_range"]))
-        micro = int(micro_batch or t.get("micro_batch_size") or t["batch_size"] // ctx.world_size)
-        cfg = LoopConfig(iterations=iterations, global_batch=int(t["batch_size"]), micro_batch=micro,
-                         seed=resolved["seed"], checkpoint_every=int(t.get("checkpoint_every", 1000)),
-                         log_every=int(t.get("log_every", 20)), precision=t.get("precision", "fp32"),
-                         num_workers=int(t.get("num_workers", 0)), grad_clip=t.get("grad_clip"),
-                         progress_bar=progress_bar)
-        optimizer = make_optimizer(model, t)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, poly_lr_lambda(iterations, power=float(t.get("poly_power", 0.9)),
-                                      warmup=int(t.get("warmup_iterations", 0))))
-        try:
-            result = train_loop(TrainingForward(model, meta.classes, t["loss_weights"]), dataset, _forward_step,
-                                optimizer, scheduler, cfg, out, ctx, transform=transform, collate_fn=collate,
-                                checkpoint_extra={"config_hash": train_hash})
-        except BaseException as e:  # pre-emption, NaN, crash: the attempt's wall time still counts
-            if ctx.is_main:
-                outcome = "preempted" if isinstance(e, Preempted) else f"failed: {type(e).__name__}"
-                _record_attempt(prov_path, prov, time.perf_counter() - t0, None, ctx, outcome)
-            raise
+    if result is not None:
         resumed_from = result.resumed_from
         log.info("trained %d iterations (%d this attempt) in %.1fs", iterations, iterations - resumed_from,
                  result.wall_seconds)
@@ -183,9 +253,9 @@ def train(resolved: dict, output_dir: str | Path, micro_batch: int | None = None
     if ctx.is_main:
         atomic_torch_save(out / MODEL_FINAL, {"model": trainable_state_dict(model), "config_hash": train_hash,
                                               "experiment": resolved["experiment"], "iterations": iterations})
-        _record_attempt(prov_path, prov, time.perf_counter() - t0, resumed_from, ctx, "finished",
-                        iterations=iterations,
-                        trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad))
+        attempt.resumed_from = resumed_from
+        attempt.end("finished", iterations=iterations,
+                    trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad))
         atomic_write_json(out / "done.json", {"experiment": resolved["experiment"], "seed": resolved["seed"],
                                               "iterations": iterations, "config_hash": prov["config_hash"],
                                               "finished": provenance.now()})
