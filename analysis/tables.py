@@ -148,7 +148,7 @@ def _fmt(value: float, spec: str) -> str:
     (the small preset's 0.03 M trainable parameters or 0.006 GPU hours under `.1f`) gets two
     significant digits instead, so a table never shows a measured quantity as 0."""
     text = format(value, spec)
-    if value != 0 and float(text.rstrip("%")) == 0:
+    if value != 0 and float(text) == 0:
         text = format(value, ("+" if spec.startswith("+") else "") + ".2g")
     return text
 

@@ -152,9 +152,9 @@ def test_real_fisa_run_resumes_bit_identically(small):
     from fisa.engine.distributed import DistContext
     from fisa.engine.train import AttemptLog
 
-    killed = AttemptLog(b, provenance.collect("cpu"), DistContext(), checkpoint_every=3)
+    killed = AttemptLog(b, provenance.collect("cpu"), DistContext())
     killed.begin()
-    killed.heartbeat(3)
+    killed.heartbeat(3, checkpointed=True)
     train(r, b, progress_bar=False)
     sa = torch.load(a / "model_final.pt", weights_only=False)["model"]
     sb = torch.load(b / "model_final.pt", weights_only=False)["model"]

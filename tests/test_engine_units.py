@@ -119,14 +119,13 @@ def test_attempt_log_heartbeat_and_killed_attempt(tmp_path, monkeypatch):
     prov = {"started": "t", "device": "cpu", "world_size": 2}
     running, prov_path = tmp_path / T.AttemptLog.RUNNING, tmp_path / "provenance.json"
 
-    killed = T.AttemptLog(tmp_path, dict(prov), DistContext(world_size=2), checkpoint_every=10,
-                          heartbeat_seconds=60)
+    killed = T.AttemptLog(tmp_path, dict(prov), DistContext(world_size=2), heartbeat_seconds=60)
     killed.begin()
     assert json.loads(running.read_text())["wall_seconds"] == 0.0
     clock[0] = 130.0
     killed.heartbeat(3)  # neither due by time nor a checkpoint: not written
     assert json.loads(running.read_text())["wall_seconds"] == 0.0
-    killed.heartbeat(10)  # a checkpoint iteration
+    killed.heartbeat(10, checkpointed=True)
     beat = json.loads(running.read_text())
     assert (beat["wall_seconds"], beat["iteration"], beat["outcome"]) == (30.0, 10, "running")
     clock[0] = 200.0

@@ -155,13 +155,13 @@ def train_loop(model: nn.Module, dataset: Dataset, step_fn: Callable[[nn.Module,
                cfg: LoopConfig, output_dir: str | Path, ctx: DistContext = DistContext(),
                transform: Callable | None = None, collate_fn: Callable | None = None,
                checkpoint_extra: dict | None = None,
-               on_iteration: Callable[[int], None] | None = None) -> LoopResult:
+               on_iteration: Callable[[int, bool], None] | None = None) -> LoopResult:
     """Train `model` for `cfg.iterations` iterations, resuming from `output_dir/checkpoints`.
 
     `step_fn(model, batch)` runs the (possibly DDP-wrapped) model on one micro-batch
     and returns loss terms with a scalar `loss` to back-propagate. `scheduler` steps once
     per iteration. Writes `checkpoints/` and `losses.csv` under `output_dir` (rank 0).
-    `on_iteration(done)` is called after each iteration's checkpoint, if any (every rank).
+    `on_iteration(done, checkpointed)` is called after each iteration (every rank).
     """
     t_start = time.perf_counter()
     if cfg.precision not in ("fp32", "bf16"):
@@ -253,10 +253,11 @@ def train_loop(model: nn.Module, dataset: Dataset, step_fn: Callable[[nn.Module,
                 progress.update(it, sums, lr)
                 done = it + 1
                 stop = all_reduce_any(flag.received is not None, ctx)
-                if done % cfg.checkpoint_every == 0 or stop or done == cfg.iterations:
+                checkpointed = done % cfg.checkpoint_every == 0 or stop or done == cfg.iterations
+                if checkpointed:
                     last_good = save(done) or last_good
                 if on_iteration is not None:
-                    on_iteration(done)
+                    on_iteration(done, checkpointed)
                 if stop:
                     raise Preempted(f"checkpointed iteration {done} after {flag.received or 'a signal on another rank'}; "
                                     f"rerun the same command to resume")

@@ -123,10 +123,10 @@ class AttemptLog:
 
     RUNNING = "attempt_running.json"
 
-    def __init__(self, out: Path, prov: dict, ctx: DistContext, checkpoint_every: int = 0,
-                 heartbeat_seconds: float = 60.0, t0: float | None = None):
+    def __init__(self, out: Path, prov: dict, ctx: DistContext, heartbeat_seconds: float = 60.0,
+                 t0: float | None = None):
         self.out, self.prov, self.ctx = out, prov, ctx
-        self.checkpoint_every, self.heartbeat_seconds = checkpoint_every, heartbeat_seconds
+        self.heartbeat_seconds = heartbeat_seconds
         self.t0 = time.perf_counter() if t0 is None else t0
         self._last_beat = self.t0
         self.resumed_from = None
@@ -151,9 +151,8 @@ class AttemptLog:
                          **extra)
         atomic_write_json(self.prov_path, self.prov)
 
-    def begin(self, resumed_from: int | None = None) -> None:
+    def begin(self) -> None:
         """Record a previous attempt that was killed without recording itself; start the heartbeat."""
-        self.resumed_from = resumed_from
         if not self.ctx.is_main:
             return
         running = self.out / self.RUNNING
@@ -167,15 +166,15 @@ class AttemptLog:
                 self._append(stale)
             except (ValueError, KeyError, TypeError) as e:  # a half-written heartbeat cannot exist (atomic)
                 log.warning("%s: unreadable, ignored (%s)", running, e)
-        atomic_write_json(running, self._attempt("running", resumed_from))
+        atomic_write_json(running, self._attempt("running"))
 
-    def heartbeat(self, iteration: int) -> None:
-        """After each iteration (rank 0): rewrite the heartbeat if it is due."""
+    def heartbeat(self, iteration: int, checkpointed: bool = False) -> None:
+        """After each iteration (the training loop's `on_iteration`; rank 0 writes): rewrite the
+        heartbeat at a checkpoint or when `heartbeat_seconds` have passed since the last one."""
         if not self.ctx.is_main:
             return
         now = time.perf_counter()
-        at_checkpoint = self.checkpoint_every > 0 and iteration % self.checkpoint_every == 0
-        if at_checkpoint or now - self._last_beat >= self.heartbeat_seconds:
+        if checkpointed or now - self._last_beat >= self.heartbeat_seconds:
             self._last_beat = now
             atomic_write_json(self.out / self.RUNNING, self._attempt("running", iteration))
 
@@ -233,7 +232,7 @@ def train(resolved: dict, output_dir: str | Path, micro_batch: int | None = None
     prov = provenance.collect(ctx.device, ctx.world_size)
     prov.update(experiment=resolved["experiment"], preset=resolved["preset"], seed=resolved["seed"],
                 config_hash=config_hash(resolved), train_hash=train_hash)
-    attempt = AttemptLog(out, prov, ctx, checkpoint_every=int(t.get("checkpoint_every", 1000)), t0=t0)
+    attempt = AttemptLog(out, prov, ctx, t0=t0)
     attempt.begin()
 
     try:
