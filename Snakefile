@@ -7,7 +7,7 @@
 # The same rules serve both presets; only the sizes in config.yaml differ. The rules
 # are thin shell calls into `fisa` and `analysis` (docs/workflow.md).
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -15,6 +15,7 @@ configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/configs.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/checkpoints.smk"
 include: "workflow/rules/train.smk"

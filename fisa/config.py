@@ -5,15 +5,23 @@ experiment names logical parts (`backbone: vit_l14_336`, `generator: swin_b`,
 `schedule: ablation`); the preset maps them to concrete models and sizes. So the
 same experiment names and the same code run at paper scale and at toy scale.
 
-`resolve_experiment` returns the fully resolved config a run works from; it is
-written in full beside every run (no hidden inheritance).
+`resolve_experiment` returns the fully resolved config of one (experiment, seed);
+`run_config` adds the resolved checkpoint paths and the code version. The workflow writes
+it once per run (`results/<preset>/configs/runs/<experiment>/seed<k>.yaml`, rule
+`run_config`), every program reads it with `load_run_config` and nothing else, and the
+training program copies it into its run folder as `run_config.yaml`. Every key the
+programs read is in it (preset `defaults` hold every default; the schema's
+`$defs/run_config` requires each of them), so there are no hidden defaults in code.
 """
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import os
+import re
+import subprocess
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,10 +30,16 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "config.yaml"
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+VARIANT_TABLE = Path(__file__).resolve().parent / "models" / "variants.yaml"   # fisa.models.variants
 
 # Keys that locate files rather than determine results: left out of the config hash,
 # so moving the data root does not make Snakemake retrain everything.
-_NON_RESULT_KEYS = ("data_root", "cache_dir", "device", "resources")
+# The code version is recorded, not hashed: a new commit does not retrain everything.
+_NON_RESULT_KEYS = ("data_root", "cache_dir", "device", "resources", "checkpoints", "code_version")
+# Sections of a run config whose every key the schema lists and the run config must hold.
+RUN_SECTIONS = ("model", "train", "eval", "efficiency")
+# A YAML trap: `1e-3` (no dot) is a string to YAML 1.1, so a number is refused.
+_YAML_FLOAT_STRING = re.compile(r"^[+-]?\d+(\.\d*)?[eE][+-]?\d+$")
 
 
 class ConfigError(ValueError):
@@ -49,18 +63,61 @@ def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, A
     return config
 
 
-def validate_config(config: Mapping[str, Any], source: str = "config") -> None:
-    """Validate against `workflow/schemas/config.schema.yaml`; the error names the offending key."""
+@functools.cache
+def _schema() -> dict:
+    """The config schema with the `variant` enum filled in from the variant table."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    # Read here, not through fisa.models (whose package imports torch): Snakemake parses this.
+    variants = list(yaml.safe_load(VARIANT_TABLE.read_text()))
+    schema["$defs"]["variant"] = {"enum": variants,
+                                  "description": "a row of fisa/models/variants.yaml"}
+    return schema
+
+
+def _run_config_schema() -> dict:
+    """`$defs/run_config` of the schema, each section closed and required key by key."""
+    schema = copy.deepcopy(_schema())
+    defs = schema["$defs"]
+    run = copy.deepcopy(defs["run_config"])
+    preset = defs["preset"]["properties"]
+    for section in RUN_SECTIONS:
+        closed = copy.deepcopy(defs[section])
+        if section == "model":  # the concrete entries the logical names resolve to
+            closed["properties"]["clip"] = preset["backbones"]["additionalProperties"]
+            closed["properties"]["generator_config"] = preset["generators"]["additionalProperties"]
+        closed["required"] = sorted(closed["properties"])
+        run["properties"][section] = closed
+    return {"$schema": schema["$schema"], "$defs": defs, **run}
+
+
+def _yaml_hint(error) -> str:
+    """A hint for the YAML traps behind a type error (`1e-3` is read as a string)."""
+    if isinstance(error.instance, str) and _YAML_FLOAT_STRING.match(error.instance.strip()):
+        mantissa, exponent = re.split("[eE]", error.instance.strip())
+        fixed = (mantissa if "." in mantissa else mantissa + ".0") + "e" + exponent
+        return f" (YAML reads {error.instance} as a string: write {fixed})"
+    return ""
+
+
+def _check(instance: Mapping[str, Any], schema: dict, source: str, what: str) -> None:
     import jsonschema
 
-    if not SCHEMA_PATH.exists():
-        return
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = [f"  {'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}" for e in errors[:10]]
-        raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(lines))
+        lines = [f"  {'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}{_yaml_hint(e)}"
+                 for e in errors[:10]]
+        raise ConfigError(f"{source}: invalid {what}:\n" + "\n".join(lines))
+
+
+def validate_config(config: Mapping[str, Any], source: str = "config") -> None:
+    """Validate against `workflow/schemas/config.schema.yaml`; the error names the offending key."""
+    _check(config, _schema(), source, "configuration")
+
+
+def validate_run_config(run: Mapping[str, Any], source: str = "run config") -> None:
+    """Validate a run config (`run_config`): every section holds exactly the schema's keys."""
+    _check(run, _run_config_schema(), source, "run config")
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict:
@@ -87,8 +144,9 @@ def resolve_experiment(config: Mapping[str, Any], experiment: str, preset: str |
     """Resolve `experiment` under `preset` into the full config one run uses.
 
     Returns a dict with keys: experiment, preset, seed, variant, datasets, optional,
-    model (with `clip` and `generator` resolved to concrete entries), train (with
+    model (with `clip` and `generator_config` resolved to concrete entries), train (with
     `iterations` resolved from the schedule), eval, efficiency, data_root, cache_dir, device.
+    Every key of the sections comes from config.yaml (the preset's `defaults` hold them all).
     """
     preset = preset_name(config, preset)
     p = config["presets"][preset]
@@ -124,25 +182,123 @@ def resolve_experiment(config: Mapping[str, Any], experiment: str, preset: str |
             raise ConfigError(f"experiments.{experiment}.train.schedule: {schedule!r} is not 'none' "
                               f"nor in presets.{preset}.schedules ({sorted(p.get('schedules', {}))})")
 
-    data_root = p["data_root"]
-    if preset == "paper" and os.environ.get("DETECTRON2_DATASETS"):
-        data_root = os.environ["DETECTRON2_DATASETS"]
+    data_root = _data_root(p, preset)
 
     return {
         "experiment": experiment,
         "preset": preset,
         "seed": int(seed),
         "variant": exp["variant"],
-        "datasets": list(exp.get("datasets", [])),
+        "datasets": list(exp["datasets"]),
         "optional": bool(exp.get("optional", False)),
         "model": model,
         "train": train,
-        "eval": merged.get("eval", {}),
-        "efficiency": merged.get("efficiency", {}),
+        "eval": merged["eval"],
+        "efficiency": merged["efficiency"],
         "data_root": str(data_root),
-        "cache_dir": str(p.get("cache_dir", "resources/checkpoints")),
-        "device": p.get("device", "cpu"),
+        "cache_dir": str(p["cache_dir"]),
+        "device": p["device"],
     }
+
+
+@functools.cache
+def code_version(repo: Path = REPO_ROOT) -> str:
+    """The checked-out commit, with `-dirty` if tracked files differ; 'unknown' outside git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_dir_of(preset: str, experiment: str, seed: int, results: str = "results") -> str:
+    """The run folder of (experiment, seed): results/<preset>/runs/<experiment>/seed<k>."""
+    return f"{results}/{preset}/runs/{experiment}/seed{int(seed)}"
+
+
+def run_config(config: Mapping[str, Any], experiment: str, preset: str | None = None, seed: int = 0,
+               run_dir: str | None = None) -> dict:
+    """The run config of (experiment, seed): `resolve_experiment` plus `checkpoints` (the run
+    folder, its final model, and where the backbone and generator weights are read from) and
+    `code_version` (the commit that resolved it; not part of the config hash). Validated."""
+    r = resolve_experiment(config, experiment, preset, seed)
+    run_dir = run_dir or run_dir_of(r["preset"], experiment, seed)
+    cache, model = r["cache_dir"], r["model"]
+    clip, gen = model["clip"], model["generator_config"]
+    if clip.get("source") == "harness":
+        backbone = f"{cache}/clip/{model['backbone']}.pt"
+    else:
+        backbone = f"{cache}/open_clip" if clip["pretrained"] else None
+    generator = f"{cache}/huggingface" if gen["source"] == "hub" else f"{cache}/generators/{model['generator']}"
+    r["checkpoints"] = {"run_dir": run_dir, "model_final": f"{run_dir}/model_final.pt",
+                        "backbone": backbone, "generator": generator}
+    r["code_version"] = code_version()
+    validate_run_config(r, f"run config of experiment {experiment!r} (preset {r['preset']}, seed {seed})")
+    return r
+
+
+def generator_run_config(config: Mapping[str, Any], generator: str, preset: str | None = None,
+                         seed: int = 0) -> dict:
+    """The run config of `python -m fisa.engine.train_generator`: the generator's architecture
+    entry (a `base:` entry takes its base's), its training schedule (the preset's
+    `defaults.train` overlaid by the generator's `train`), paths, device, code version."""
+    preset = preset_name(config, preset)
+    p = config["presets"][preset]
+    gens = p["generators"]
+    if generator not in gens:
+        raise ConfigError(f"generator {generator!r}: not in presets.{preset}.generators ({sorted(gens)})")
+    entry = gens[generator]
+    arch = {k: v for k, v in entry.items() if k != "train"}
+    if entry.get("base"):
+        if entry["base"] not in gens:
+            raise ConfigError(f"presets.{preset}.generators.{generator}.base: {entry['base']!r} is not a generator")
+        arch = {k: v for k, v in gens[entry["base"]].items() if k != "train"}
+    if "train" not in entry:
+        raise ConfigError(f"presets.{preset}.generators.{generator}.train: no training schedule "
+                          "({iterations, batch_size, lr}) for this generator")
+    train = deep_merge(p["defaults"]["train"], entry["train"])
+    train.pop("schedule", None)
+    cache = str(p["cache_dir"])
+    out = {"generator": generator, "preset": preset, "seed": int(seed), "architecture": arch, "train": train,
+           "data_root": str(_data_root(p, preset)), "cache_dir": cache, "device": p["device"],
+           "checkpoints": {"output_dir": f"{cache}/generators/{generator}"}, "code_version": code_version()}
+    return out
+
+
+def load_run_config(path: str | os.PathLike) -> dict:
+    """Read a run config file written by the workflow (`run_config` / `generator_run_config`);
+    an experiment's is validated against the schema (`$defs/run_config`)."""
+    path = Path(path)
+    try:
+        run = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: run config not found (the workflow's rule `run_config` writes it)") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(run, dict):
+        raise ConfigError(f"{path}: a run config is a mapping, got {type(run).__name__}")
+    if "experiment" in run:
+        validate_run_config(run, str(path))
+    return run
+
+
+def write_run_config(path: str | os.PathLike, run: Mapping[str, Any]) -> None:
+    """Write a run config as YAML, atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(yaml.safe_dump(dict(run), sort_keys=False))
+    os.replace(tmp, path)
+
+
+def _data_root(p: Mapping[str, Any], preset: str) -> str:
+    """The preset's data root ($DETECTRON2_DATASETS overrides the paper preset's)."""
+    if preset == "paper" and os.environ.get("DETECTRON2_DATASETS"):
+        return os.environ["DETECTRON2_DATASETS"]
+    return p["data_root"]
 
 
 def config_hash(resolved: Mapping[str, Any], sections: tuple[str, ...] | None = None) -> str:
@@ -165,3 +321,55 @@ def resources_for(config: Mapping[str, Any], rule: str, preset: str | None = Non
     p = config["presets"][preset_name(config, preset)]
     res = p.get("resources", {})
     return {**res.get("default", {}), **res.get(rule, {})}
+
+
+def overrides_from(pairs: list[str]) -> dict:
+    """`a.b.c=value` strings (value parsed as YAML) -> nested dict."""
+    out: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE")
+        key, value = pair.split("=", 1)
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return out
+
+
+def main(argv=None) -> None:
+    """`python -m fisa.config`: write one run config by hand (the workflow's rules do it otherwise).
+
+        python -m fisa.config --preset small --experiment fisa --seed 0 --out run.yaml
+        python -m fisa.config --preset small --generator swin_b --out gen.yaml
+    """
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description=main.__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default=None, help="config.yaml (default: the repository's)")
+    ap.add_argument("--preset", default=None, help="preset name (default: the config's `preset`)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
+                    help="override a config value, e.g. --set presets.small.defaults.train.lr=1.0e-3")
+    what = ap.add_mutually_exclusive_group(required=True)
+    what.add_argument("--experiment")
+    what.add_argument("--generator")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--run-dir", default=None, help="default: results/<preset>/runs/<experiment>/seed<k>")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    try:
+        config = load_config(args.config, overrides_from(args.set))
+        if args.experiment:
+            run = run_config(config, args.experiment, args.preset, args.seed, args.run_dir)
+        else:
+            run = generator_run_config(config, args.generator, args.preset, args.seed)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(78)
+    write_run_config(args.out, run)
+
+
+if __name__ == "__main__":
+    main()

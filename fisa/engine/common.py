@@ -1,21 +1,30 @@
-"""Shared by the entry points: logging, config loading from the CLI, model (re)building,
-run-folder files, batch conversion."""
+"""Shared by the entry points: logging, the run config from the CLI (`--run-config`), exit
+codes, model (re)building, batch conversion."""
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
-import yaml
 
-from fisa.config import config_hash, load_config, resolve_experiment
+from fisa.config import ConfigError, config_hash, load_run_config
 
 log = logging.getLogger("fisa.engine")
 
 MODEL_FINAL = "model_final.pt"
+# The run config's name inside a run folder (the config its checkpoints were trained with).
+RUN_CONFIG = "run_config.yaml"
+
+# Exit codes (sysexits.h). 75 (EX_TEMPFAIL, fisa.engine.loop.PREEMPTED_EXIT_CODE): pre-empted,
+# checkpointed, resume by rerunning. 65 (EX_DATAERR) / 78 (EX_CONFIG): a deterministic error
+# (bad input, bad config) that a retry cannot fix; the workflow does not retry them
+# (workflow/rules/common.smk, `guarded`).
+EXIT_DATA_ERROR = 65
+EXIT_CONFIG_ERROR = 78
 
 
 def setup_logging(rank: int = 0) -> None:
@@ -24,41 +33,42 @@ def setup_logging(rank: int = 0) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
 
 
-def add_common_args(ap: argparse.ArgumentParser, experiment: bool = True) -> None:
-    """--config / --preset / --set (and --experiment / --seed) used by every entry point."""
-    ap.add_argument("--config", default=None, help="config.yaml (default: the repository's)")
-    ap.add_argument("--preset", default=None, help="preset name (default: the config's `preset`)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
-                    help="override a config value, e.g. --set presets.small.defaults.train.lr=1e-3")
-    if experiment:
-        ap.add_argument("--experiment", required=True)
-        ap.add_argument("--seed", type=int, default=0)
+def add_run_config_arg(ap: argparse.ArgumentParser) -> None:
+    """--run-config FILE: the one input of every program (written by the workflow's `run_config` rule)."""
+    ap.add_argument("--run-config", required=True, metavar="FILE",
+                    help="the resolved run config (results/<P>/configs/runs/<E>/seed<S>.yaml; "
+                         "python -m fisa.config writes one by hand)")
 
 
-def overrides_from(pairs: list[str]) -> dict:
-    """`a.b.c=value` strings (value parsed as YAML) -> nested dict."""
-    out: dict = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE")
-        key, value = pair.split("=", 1)
-        node = out
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(value)
-    return out
+def deterministic_error_code(error: BaseException) -> int | None:
+    """EXIT_CONFIG_ERROR / EXIT_DATA_ERROR for errors a retry cannot fix, else None (retry)."""
+    if isinstance(error, ConfigError):
+        return EXIT_CONFIG_ERROR
+    # fisa.data's DatasetError is a ValueError; a missing input is a FileNotFoundError
+    if isinstance(error, (FileNotFoundError, ValueError, KeyError)):
+        return EXIT_DATA_ERROR
+    return None
 
 
-def resolved_from_args(args) -> dict:
-    """Load the config and resolve `args.experiment` under `args.preset` with `args.seed`."""
-    config = load_config(args.config, overrides_from(args.set))
-    return resolve_experiment(config, args.experiment, preset=args.preset, seed=args.seed)
+def run_main(body: Callable[[], Any]) -> None:
+    """Run an entry point's body; a deterministic error exits 65/78 with one line naming it
+    (the traceback stays in the log), anything else propagates (exit 1, retried)."""
+    try:
+        body()
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001 - classified, then re-raised or turned into an exit code
+        code = deterministic_error_code(e)
+        if code is None:
+            raise
+        log.exception("deterministic error (exit %d, not retried)", code)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(code)
 
 
 def pick_device(resolved: dict) -> torch.device:
     """The preset's device; CUDA requested but absent is an error, not a silent CPU run."""
-    want = resolved.get("device", "cpu")
+    want = resolved["device"]
     if want.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"preset {resolved['preset']!r} asks for device {want!r} but CUDA is not "
                            "available here (use --preset small, or run on a GPU node)")
@@ -101,13 +111,6 @@ def load_run_model(resolved: dict, run_dir: str | Path | None, device: torch.dev
                          "resolves to; retrain or check config.yaml")
     load_trainable_state_dict(model, state["model"], source=str(path))
     return model, path
-
-
-def write_resolved_config(path: str | Path, resolved: dict) -> None:
-    """The fully resolved run config as YAML (atomic)."""
-    from fisa.utils.io import atomic_write_text
-
-    atomic_write_text(path, yaml.safe_dump(resolved, sort_keys=False))
 
 
 def split_batch(batch: Any) -> tuple[torch.Tensor, list[dict]]:

@@ -1,7 +1,9 @@
 """`python -m fisa.engine.efficiency`: Table 2's numbers for one experiment.
 
-    python -m fisa.engine.efficiency --config config.yaml --preset small --experiment fisa_main \
-        --run-dir results/small/runs/fisa_main/seed0 --output results/small/efficiency/fisa_main.json
+    python -m fisa.engine.efficiency --run-config results/small/configs/runs/fisa_main/seed0.yaml \
+        --dataset ade150 --output results/small/efficiency/fisa_main.json
+
+The run config is the only config read; the trained model is its `checkpoints.run_dir`'s.
 
 - FPS: model + post-processing on `efficiency.images` images of the dataset (ADE-150 by
   default) at the paper's test resolution, after `efficiency.warmup` warm-up images;
@@ -24,9 +26,9 @@ from pathlib import Path
 
 import torch
 
-from fisa.config import config_hash
+from fisa.config import config_hash, load_run_config
 from fisa.engine import provenance
-from fisa.engine.common import add_common_args, load_run_model, pick_device, resolved_from_args, setup_logging
+from fisa.engine.common import add_run_config_arg, load_run_model, pick_device, run_main, setup_logging
 from fisa.engine.inference import predict, run_model
 from fisa.utils.io import atomic_write_json
 
@@ -72,11 +74,11 @@ def efficiency(resolved: dict, run_dir: str | Path | None, output: str | Path, d
     meta = get_meta(dataset_name)
     dataset = build_dataset(dataset_name, meta.eval_split, resolved["data_root"])
     eff = resolved["efficiency"]
-    count = min(int(eff.get("images", 100)), len(dataset))
+    count = min(int(eff["images"]), len(dataset))
     images = [dataset[i]["image"] for i in range(count)]
     with torch.no_grad():
         vocabulary = model.encode_vocabulary(meta.classes)
-    seconds = time_inference(model, images, vocabulary, meta, resolved["eval"], int(eff.get("warmup", 10)), device)
+    seconds = time_inference(model, images, vocabulary, meta, resolved["eval"], int(eff["warmup"]), device)
     memory, memory_kind = peak_memory_gb(device)
     train_prov = {}
     if run_dir is not None and (Path(run_dir) / "provenance.json").exists():
@@ -93,10 +95,11 @@ def efficiency(resolved: dict, run_dir: str | Path | None, output: str | Path, d
         "provenance": {
             "device": provenance.device_name(device), "memory_measure": memory_kind,
             "train_device": train_prov.get("device"), "train_world_size": train_prov.get("world_size"),
-            "images": count, "warmup": int(eff.get("warmup", 10)),
+            "images": count, "warmup": int(eff["warmup"]),
             "resolution": {"min_size": resolved["eval"]["min_size"], "max_size": resolved["eval"]["max_size"]},
             "seconds_per_image": [round(s, 5) for s in seconds], "commit": provenance.git_commit(),
-            "config_hash": config_hash(resolved), "checkpoint": str(ckpt) if ckpt else None,
+            "config_hash": config_hash(resolved), "code_version": resolved.get("code_version"),
+            "checkpoint": str(ckpt) if ckpt else None,
             "versions": provenance.library_versions(), "finished": provenance.now(),
         },
     }
@@ -109,13 +112,18 @@ def efficiency(resolved: dict, run_dir: str | Path | None, output: str | Path, d
 def main(argv=None) -> None:
     """CLI entry point."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_common_args(ap)
-    ap.add_argument("--run-dir", default=None)
-    ap.add_argument("--dataset", default="ade150", help="images to time (default: ADE-150, as Table 2)")
+    add_run_config_arg(ap)
+    ap.add_argument("--dataset", default=None,
+                    help="images to time (default: the experiment's first dataset; ADE-150 as Table 2)")
     ap.add_argument("--output", required=True)
     args = ap.parse_args(argv)
     setup_logging()
-    efficiency(resolved_from_args(args), args.run_dir, args.output, args.dataset)
+
+    def body():
+        resolved = load_run_config(args.run_config)
+        efficiency(resolved, resolved["checkpoints"]["run_dir"], args.output, args.dataset or resolved["datasets"][0])
+
+    run_main(body)
 
 
 if __name__ == "__main__":

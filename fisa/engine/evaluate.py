@@ -1,8 +1,9 @@
 """`python -m fisa.engine.evaluate`: one model on one dataset -> predictions + one metrics JSON.
 
-    python -m fisa.engine.evaluate --config config.yaml --preset small --experiment fisa \
-        --seed 0 --dataset ade150 --run-dir results/small/runs/fisa/seed0 \
-        --output results/small/eval/fisa/seed0/ade150.json
+    python -m fisa.engine.evaluate --run-config results/small/configs/runs/fisa/seed0.yaml \
+        --dataset ade150 --output results/small/eval/fisa/seed0/ade150.json
+
+The run config is the only config read; the trained model is its `checkpoints.run_dir`'s.
 
 Predictions go beside the JSON, in `<output without .json>/`:
 `semantic/<file stem>.png` (contiguous class ids; 16-bit when there are > 255 classes,
@@ -11,7 +12,8 @@ the ignore value never appears) and `panoptic/<file stem>.png` + `panoptic.json`
 metrics (`fisa.metrics`), per class included, and the JSON
 `{experiment, dataset, preset, seed, metrics, per_class, provenance}` (percent), atomically.
 
-Oracle variants (Fig. 2a) get the ground truth passed to the model; referring datasets
+Oracle variants (Fig. 2a: `proposals: oracle` or `classes: oracle` in the variant table) get
+the ground truth passed to the model; referring datasets
 (Tab. 3f) use the zero-shot protocol of `inference.referring_masks`. Deterministic given
 the checkpoint (no randomness at inference; `torch.use_deterministic_algorithms` on).
 """
@@ -29,15 +31,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fisa.config import config_hash
+from fisa.config import config_hash, load_run_config
 from fisa.engine import provenance
-from fisa.engine.common import add_common_args, load_run_model, pick_device, resolved_from_args, setup_logging
+from fisa.engine.common import add_run_config_arg, load_run_model, pick_device, run_main, setup_logging
 from fisa.engine.inference import predict, referring_masks, run_model
 from fisa.utils.io import atomic_path, atomic_write_json
 
 log = logging.getLogger("fisa.evaluate")
-
-ORACLE_VARIANTS = ("oracle_generator", "oracle_classifier")
 
 
 def prediction_dir(output: str | Path) -> Path:
@@ -86,6 +86,7 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
     from fisa.data.registry import get_meta, panoptic_gt
     from fisa.metrics.panoptic import id2rgb
     from fisa.metrics.semantic import SemSegEvaluator
+    from fisa.models.variants import get_variant
 
     t_start = time.perf_counter()
     device = device or pick_device(resolved)
@@ -96,10 +97,11 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
     model, ckpt = load_run_model(resolved, run_dir, device)
     model.eval()
     dataset = build_dataset(dataset_name, meta.eval_split, resolved["data_root"])
-    n = len(dataset) if not ev.get("max_images") else min(len(dataset), int(ev["max_images"]))
+    n = len(dataset) if not ev["max_images"] else min(len(dataset), int(ev["max_images"]))
     tasks = set(meta.tasks)
     variant = resolved["variant"]
-    if variant in ORACLE_VARIANTS and not tasks & {"semantic", "panoptic"}:
+    oracle = get_variant(variant).oracle
+    if oracle and not tasks & {"semantic", "panoptic"}:
         raise ValueError(f"{variant} needs a dataset with segment ground truth; {dataset_name} has {sorted(tasks)}")
     out_dir = prediction_dir(output)
     log.info("evaluating %s (seed %d) on %s: %d images, tasks %s, predictions in %s", resolved["experiment"],
@@ -137,7 +139,7 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
             item = dataset[i]
             stem = _file_stem(item)
             targets = None
-            if variant in ORACLE_VARIANTS:
+            if oracle:
                 targets = [_gt_segments(item, meta)]
             t0 = time.perf_counter()
             outputs = run_model(model, item["image"], vocabulary, min_size, max_size, targets=targets)
@@ -171,6 +173,7 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
         "seed": resolved["seed"], "variant": variant, "metrics": metrics, "per_class": per_class,
         "provenance": {
             "commit": provenance.git_commit(), "config_hash": config_hash(resolved),
+            "code_version": resolved.get("code_version"),  # the commit that resolved the run config
             "checkpoint": str(ckpt) if ckpt else None, "checkpoint_sha256": _sha256(ckpt) if ckpt else None,
             "device": provenance.device_name(device), "seed": resolved["seed"], "images": n,
             "dataset_images": len(dataset), "predictions": str(out_dir),
@@ -229,14 +232,17 @@ def _panoptic_metrics(out_dir, gt_json, gt_json_path, gt_dir, annotations, used_
 def main(argv=None) -> None:
     """CLI entry point."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_common_args(ap)
+    add_run_config_arg(ap)
     ap.add_argument("--dataset", required=True)
-    ap.add_argument("--run-dir", default=None, help="the training run folder (not needed for 0-iteration variants)")
     ap.add_argument("--output", required=True, help="results/<P>/eval/<E>/seed<S>/<D>.json")
     args = ap.parse_args(argv)
     setup_logging()
-    resolved = resolved_from_args(args)
-    evaluate(resolved, args.dataset, args.run_dir, args.output)
+
+    def body():
+        resolved = load_run_config(args.run_config)
+        evaluate(resolved, args.dataset, resolved["checkpoints"]["run_dir"], args.output)
+
+    run_main(body)
 
 
 if __name__ == "__main__":

@@ -5,27 +5,20 @@ import datetime as _dt
 import importlib.metadata
 import platform
 import socket
-import subprocess
 from pathlib import Path
 
 import torch
 
-from fisa.config import REPO_ROOT
+from fisa.config import REPO_ROOT, code_version
 
 _LIBRARIES = ("torch", "torchvision", "open_clip_torch", "transformers", "peft", "numpy",
               "scipy", "hotcoco", "pycocotools", "fisa-repro")
 
 
 def git_commit(repo: Path = REPO_ROOT) -> str:
-    """The checked-out commit, with `-dirty` if tracked files differ; 'unknown' outside git."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    """The checked-out commit, with `-dirty` if tracked files differ; 'unknown' outside git
+    (`fisa.config.code_version`, also recorded in every run config)."""
+    return code_version(repo)
 
 
 def library_versions() -> dict[str, str]:

@@ -1,33 +1,39 @@
 """`python -m fisa.engine.train`: train one experiment (one seed) into a run folder.
 
-    python -m fisa.engine.train --config config.yaml --preset small --experiment fisa \
-        --seed 0 --output-dir results/small/runs/fisa/seed0
+    python -m fisa.engine.train --run-config results/small/configs/runs/fisa/seed0.yaml
 
-The run folder gets: `config.yaml` (the resolved config), `provenance.json` (commit,
+The run config (`fisa.config.run_config`, written by the workflow's `run_config` rule) is the
+only input; its `checkpoints.run_dir` is the run folder. The run folder gets:
+`run_config.yaml` (a copy of it), `provenance.json` (commit,
 versions, devices, world size, wall time and GPU-hours summed over restarts),
 `checkpoints/`, `losses.csv`, `model_final.pt` (trainable state only: frozen parts are
 rebuilt from the config) and, last and atomically, `done.json`.
 
 Re-running the same command after a crash or pre-emption resumes from the newest intact
-checkpoint. Several processes: `torchrun --nproc-per-node 4 -m fisa.engine.train ...` or
+checkpoint. A run folder that holds the results of another model/train config (the run config
+changed) is moved aside whole, to `<run folder>.replaced-<UTC time>`, and the run starts
+afresh. Deterministic errors exit 65/78 (`fisa.engine.common.run_main`), pre-emption 75.
+Several processes: `torchrun --nproc-per-node 4 -m fisa.engine.train ...` or
 `srun python -m fisa.engine.train ...` (one task per GPU); the global batch stays
 `train.batch_size` (gradient accumulation when micro-batch x processes is smaller).
 """
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
 import torch
 import yaml
 
-from fisa.config import config_hash
+from fisa.config import config_hash, load_run_config, write_run_config
 from fisa.engine import provenance
-from fisa.engine.common import (MODEL_FINAL, add_common_args, build_run_model, resolved_from_args,
-                                setup_logging, split_batch, write_resolved_config)
+from fisa.engine.common import (MODEL_FINAL, RUN_CONFIG, add_run_config_arg, build_run_model, run_main,
+                                setup_logging, split_batch)
 from fisa.engine.distributed import DistContext, barrier, cleanup_distributed, init_distributed
 from fisa.engine.loop import LoopConfig, Preempted, poly_lr_lambda, train_loop, trainable_state_dict
 from fisa.utils.io import atomic_torch_save, atomic_write_json
@@ -47,7 +53,7 @@ def training_dataset(resolved: dict):
     t = resolved["train"]
     meta = get_meta(t["dataset"])
     dataset = build_dataset(t["dataset"], "train", resolved["data_root"])
-    fraction = float(t.get("data_fraction", 1.0))
+    fraction = float(t["data_fraction"])
     if fraction < 1.0:
         full = len(dataset)
         dataset = subset(dataset, fraction, resolved["seed"])
@@ -74,7 +80,7 @@ class TrainingForward(torch.nn.Module):
 
     `forward(batch)` -> loss terms of Eq. 6 for one micro-batch. The vocabulary is encoded
     once when the text encoder is frozen (the model caches it) and with gradients when
-    the variant adapts it (adapt_text_encoder).
+    the variant trains it (`text_encoder` in the variant table's `trains`).
     """
 
     def __init__(self, model: torch.nn.Module, class_names: list[list[str]], loss_weights: dict):
@@ -100,14 +106,37 @@ def _drop_crowd(t: dict) -> dict:
     return {"labels": t["labels"], "masks": t["masks"]}
 
 
-def _check_run_dir(out: Path, resolved: dict) -> None:
-    """Refuse to resume a run folder that holds another config's checkpoints."""
-    existing = out / "config.yaml"
-    if existing.exists() and (out / "checkpoints").is_dir():
-        old = yaml.safe_load(existing.read_text())
-        if config_hash(old, TRAIN_HASH_SECTIONS) != config_hash(resolved, TRAIN_HASH_SECTIONS):
-            raise ValueError(f"{out}: holds checkpoints of a different model/train config; "
-                             "delete the folder (or choose another --output-dir) to start afresh")
+def _folder_train_hash(out: Path) -> str | None:
+    """The model/train hash of the config a run folder's contents were made with (None: unknown)."""
+    for name in (RUN_CONFIG, "config.yaml"):  # config.yaml: folders written before run_config.yaml
+        path = out / name
+        if path.exists():
+            try:
+                return config_hash(yaml.safe_load(path.read_text()), TRAIN_HASH_SECTIONS)
+            except (yaml.YAMLError, AttributeError, TypeError):
+                return None
+    return None
+
+
+def set_aside_if_changed(out: Path, resolved: dict) -> Path | None:
+    """Move a run folder made with another model/train config (or an unknown one) aside, whole,
+    to the sibling `<name>.replaced-<UTC time>` so that nothing is lost; the run then starts
+    afresh. An absent or empty folder, or one of the same config (a resume), is left alone.
+    Returns where the old folder went, or None."""
+    if not out.is_dir() or not any(out.iterdir()):
+        return None
+    if _folder_train_hash(out) == config_hash(resolved, TRAIN_HASH_SECTIONS):
+        return None
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    aside = out.with_name(f"{out.name}.replaced-{stamp}")
+    n = 1
+    while aside.exists():
+        aside = out.with_name(f"{out.name}.replaced-{stamp}-{n}")
+        n += 1
+    os.rename(out, aside)
+    log.warning("%s: held the results of another model/train config; moved aside to %s, training afresh",
+                out, aside)
+    return aside
 
 
 class AttemptLog:
@@ -199,35 +228,36 @@ def _build_and_train(resolved: dict, out: Path, ctx: DistContext, micro_batch: i
     from fisa.data.transforms import collate, train_transform
 
     transform = train_transform(int(t["crop_size"]), tuple(t["scale_range"]))
-    micro = int(micro_batch or t.get("micro_batch_size") or t["batch_size"] // ctx.world_size)
+    micro = int(micro_batch or t["micro_batch_size"] or t["batch_size"] // ctx.world_size)
     cfg = LoopConfig(iterations=iterations, global_batch=int(t["batch_size"]), micro_batch=micro,
-                     seed=resolved["seed"], checkpoint_every=int(t.get("checkpoint_every", 1000)),
-                     log_every=int(t.get("log_every", 20)), precision=t.get("precision", "fp32"),
-                     num_workers=int(t.get("num_workers", 0)), grad_clip=t.get("grad_clip"),
+                     seed=resolved["seed"], checkpoint_every=int(t["checkpoint_every"]),
+                     log_every=int(t["log_every"]), precision=t["precision"],
+                     num_workers=int(t["num_workers"]), grad_clip=t["grad_clip"],
                      progress_bar=progress_bar)
     optimizer = make_optimizer(model, t)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, poly_lr_lambda(iterations, power=float(t.get("poly_power", 0.9)),
-                                  warmup=int(t.get("warmup_iterations", 0))))
+        optimizer, poly_lr_lambda(iterations, power=float(t["poly_power"]), warmup=int(t["warmup_iterations"])))
     result = train_loop(TrainingForward(model, meta.classes, t["loss_weights"]), dataset, _forward_step,
                         optimizer, scheduler, cfg, out, ctx, transform=transform, collate_fn=collate,
                         checkpoint_extra={"config_hash": train_hash}, on_iteration=attempt.heartbeat)
     return model, result
 
 
-def train(resolved: dict, output_dir: str | Path, micro_batch: int | None = None,
+def train(resolved: dict, output_dir: str | Path | None = None, micro_batch: int | None = None,
           ctx: DistContext | None = None, progress_bar: bool | None = None) -> Path:
-    """Train `resolved` (from `resolve_experiment`) into `output_dir`; returns `done.json`'s path."""
-    out = Path(output_dir)
+    """Train `resolved` (a run config, or `resolve_experiment`'s dict) into `output_dir` (default:
+    the run config's `checkpoints.run_dir`); returns `done.json`'s path. A folder of another
+    model/train config is moved aside first (`set_aside_if_changed`)."""
+    out = Path(output_dir if output_dir is not None else resolved["checkpoints"]["run_dir"])
     ctx = ctx or init_distributed(resolved["device"])
     t = resolved["train"]
     iterations = int(t["iterations"])
     t0 = time.perf_counter()
     train_hash = config_hash(resolved, TRAIN_HASH_SECTIONS)
     if ctx.is_main:
-        _check_run_dir(out, resolved)
+        set_aside_if_changed(out, resolved)
         out.mkdir(parents=True, exist_ok=True)
-        write_resolved_config(out / "config.yaml", resolved)
+        write_run_config(out / RUN_CONFIG, resolved)
     barrier(ctx)
     prov = provenance.collect(ctx.device, ctx.world_size)
     prov.update(experiment=resolved["experiment"], preset=resolved["preset"], seed=resolved["seed"],
@@ -265,18 +295,19 @@ def train(resolved: dict, output_dir: str | Path, micro_batch: int | None = None
 def main(argv=None) -> None:
     """CLI entry point."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(ap)
-    ap.add_argument("--output-dir", required=True)
-    ap.add_argument("--micro-batch", type=int, default=None,
-                    help="images per process per step (default: train.micro_batch_size, else batch_size / processes)")
+    add_run_config_arg(ap)
     args = ap.parse_args(argv)
-    resolved = resolved_from_args(args)
-    ctx = init_distributed(resolved["device"])
-    setup_logging(ctx.rank)
-    try:
-        train(resolved, args.output_dir, args.micro_batch, ctx)
-    finally:
-        cleanup_distributed()
+
+    def body():
+        resolved = load_run_config(args.run_config)
+        ctx = init_distributed(resolved["device"])
+        setup_logging(ctx.rank)
+        try:
+            train(resolved, ctx=ctx)
+        finally:
+            cleanup_distributed()
+
+    run_main(body)
 
 
 if __name__ == "__main__":

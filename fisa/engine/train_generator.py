@@ -1,7 +1,11 @@
 """`python -m fisa.engine.train_generator`: train a Mask2Former mask generator on COCO-panoptic.
 
-    python -m fisa.engine.train_generator --config config.yaml --preset small \
-        --generator swin_b --output-dir resources/small/checkpoints/generators/swin_b
+    python -m fisa.engine.train_generator --run-config results/small/configs/generators/swin_b.yaml
+
+The run config (`fisa.config.generator_run_config`, written by the workflow's
+`generator_run_config` rule) is the only input; the generator goes to its
+`checkpoints.output_dir` (`<cache_dir>/generators/<NAME>/`), which also gets a copy of it
+(`run_config.yaml`).
 
 Gives the small preset its "COCO pre-trained" generators (tiny Mask2Formers trained for a
 minute on the synthetic COCO stand-in) and, at paper scale, Fig. 2b's generator re-trained
@@ -10,8 +14,8 @@ The model is transformers' `Mask2FormerForUniversalSegmentation`, which computes
 Mask2Former's own loss (Hungarian matching, class CE + mask BCE + dice, point sampling,
 auxiliary losses) from `mask_labels` / `class_labels`.
 
-Schedule: `presets.<P>.generators.<NAME>.train` ({iterations, batch_size, lr, ...}; keys
-not given come from the preset's `defaults.train`). The same training loop as FISA
+Schedule: the run config's `train` = `presets.<P>.generators.<NAME>.train` ({iterations,
+batch_size, lr, ...}) over the preset's `defaults.train`. The same training loop as FISA
 (`fisa.engine.loop`): resumable, DDP, checkpoints in `<output-dir>/training/`. The
 result is written with `save_pretrained` (config.json + weights), then `done.json`.
 """
@@ -25,36 +29,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fisa.config import ConfigError, deep_merge, load_config, preset_name
+from fisa.config import load_run_config, write_run_config
 from fisa.engine import provenance
-from fisa.engine.common import add_common_args, overrides_from, setup_logging, split_batch
+from fisa.engine.common import RUN_CONFIG, add_run_config_arg, run_main, setup_logging, split_batch
 from fisa.engine.distributed import barrier, cleanup_distributed, init_distributed
 from fisa.engine.loop import LoopConfig, poly_lr_lambda, train_loop, unwrap
 from fisa.utils.io import atomic_write_json
 
 log = logging.getLogger("fisa.train_generator")
-
-
-def generator_recipe(config: dict, preset: str, name: str) -> tuple[dict, dict]:
-    """(architecture entry, training schedule) of generator `name` in `preset`.
-
-    A `base: OTHER` entry takes OTHER's architecture. The schedule is the preset's
-    `defaults.train` overlaid by the generator's own `train` section.
-    """
-    gens = config["presets"][preset].get("generators", {})
-    if name not in gens:
-        raise ConfigError(f"--generator {name!r}: not in presets.{preset}.generators ({sorted(gens)})")
-    entry = dict(gens[name])
-    arch = entry
-    if entry.get("base"):
-        if entry["base"] not in gens:
-            raise ConfigError(f"presets.{preset}.generators.{name}.base: {entry['base']!r} is not a generator")
-        arch = {k: v for k, v in gens[entry["base"]].items() if k != "train"}
-    if "train" not in entry:
-        raise ConfigError(f"presets.{preset}.generators.{name}.train: no training schedule "
-                          "({iterations, batch_size, lr}) for this generator")
-    schedule = deep_merge(config["presets"][preset].get("defaults", {}).get("train", {}), entry["train"])
-    return arch, schedule
 
 
 def generator_step_fn():
@@ -88,30 +70,32 @@ def _param_groups(model, lr, wd, backbone_mult):
     return [{"params": ps, "lr": lr * s, "weight_decay": d} for (s, d), ps in groups.items()]
 
 
-def train_generator(config: dict, preset: str, name: str, output_dir: str | Path, seed: int = 0,
-                    micro_batch: int | None = None) -> Path:
-    """Train generator `name` of `preset` into `output_dir`; returns the `done.json` path."""
+def train_generator(run: dict, output_dir: str | Path | None = None, micro_batch: int | None = None) -> Path:
+    """Train the generator of `run` (`fisa.config.generator_run_config`) into `output_dir`
+    (default: its `checkpoints.output_dir`); returns the `done.json` path."""
     from fisa.data.datasets import build_dataset
     from fisa.data.transforms import collate, train_transform
     from fisa.models.generator import build_generator_architecture
 
-    out = Path(output_dir)
-    p = config["presets"][preset]
-    ctx = init_distributed(p.get("device", "cpu"))
-    arch, t = generator_recipe(config, preset, name)
+    out = Path(output_dir if output_dir is not None else run["checkpoints"]["output_dir"])
+    name, preset, seed, arch, t = run["generator"], run["preset"], int(run["seed"]), run["architecture"], run["train"]
+    ctx = init_distributed(run["device"])
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_run_config(out / RUN_CONFIG, run)
     t0 = time.perf_counter()
-    model = build_generator_architecture(arch, cache_dir=p.get("cache_dir"), init_seed=seed).to(ctx.device)
-    dataset = build_dataset(t.get("dataset", "coco"), "train", p["data_root"])
+    model = build_generator_architecture(arch, cache_dir=run["cache_dir"], init_seed=seed).to(ctx.device)
+    dataset = build_dataset(t["dataset"], "train", run["data_root"])
     iterations = int(t["iterations"])
-    micro = int(micro_batch or t.get("micro_batch_size") or t["batch_size"] // ctx.world_size)
+    micro = int(micro_batch or t["micro_batch_size"] or t["batch_size"] // ctx.world_size)
     cfg = LoopConfig(iterations=iterations, global_batch=int(t["batch_size"]), micro_batch=micro, seed=seed,
-                     checkpoint_every=int(t.get("checkpoint_every", 1000)), log_every=int(t.get("log_every", 20)),
-                     precision=t.get("precision", "fp32"), num_workers=int(t.get("num_workers", 0)),
-                     grad_clip=t.get("grad_clip"))
+                     checkpoint_every=int(t["checkpoint_every"]), log_every=int(t["log_every"]),
+                     precision=t["precision"], num_workers=int(t["num_workers"]), grad_clip=t["grad_clip"])
     lr = float(t["lr"])
-    optimizer = torch.optim.AdamW(_param_groups(model, lr, float(t.get("weight_decay", 0.05)),
-                                                float(t.get("backbone_lr_multiplier", 0.1))), lr=lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lr_lambda(iterations))
+    optimizer = torch.optim.AdamW(_param_groups(model, lr, float(t["weight_decay"]),
+                                                float(t["backbone_lr_multiplier"])), lr=lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, poly_lr_lambda(iterations, power=float(t["poly_power"]), warmup=int(t["warmup_iterations"])))
     result = train_loop(model, dataset, generator_step_fn(), optimizer, scheduler, cfg, out / "training", ctx,
                         transform=train_transform(int(t["crop_size"]), tuple(t["scale_range"])), collate_fn=collate)
     if ctx.is_main:
@@ -132,16 +116,10 @@ def train_generator(config: dict, preset: str, name: str, output_dir: str | Path
 def main(argv=None) -> None:
     """CLI entry point."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_common_args(ap, experiment=False)
-    ap.add_argument("--generator", required=True, help="logical generator name (presets.<P>.generators)")
-    ap.add_argument("--output-dir", required=True, help="<cache_dir>/generators/<NAME>")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--micro-batch", type=int, default=None)
+    add_run_config_arg(ap)
     args = ap.parse_args(argv)
     setup_logging()
-    config = load_config(args.config, overrides_from(args.set))
-    train_generator(config, preset_name(config, args.preset), args.generator, args.output_dir, args.seed,
-                    args.micro_batch)
+    run_main(lambda: train_generator(load_run_config(args.run_config)))
 
 
 if __name__ == "__main__":

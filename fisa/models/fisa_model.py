@@ -14,11 +14,12 @@ from fisa.models.mask_attention import encode_with_mask_tokens
 from fisa.models.oracle import no_object_logits, oracle_class_logits, oracle_proposals
 from fisa.models.seve import SemanticGuidedAttention, seve_layer_indices
 from fisa.models.text import encode_class_names, prompt_templates, validate_class_names
-from fisa.models.variants import apply_variant, check_variant, uses_seve
+from fisa.models.variants import apply_variant, get_variant, inject_lora
 
 
 class FisaModel(nn.Module):
-    """Every model of the paper; which parts exist and train is set by `variant` (see variants.py).
+    """Every model of the paper; which parts exist and train, and how it is evaluated, is the
+    variant's row of the variant table (`fisa/models/variants.yaml`, `self.spec`).
 
     Build it with `fisa.models.build_model(model_cfg, variant)`. Submodules: `clip` (open_clip
     CLIP, vision attention split into q/k/v), `generator` (Mask2Former), `seve`
@@ -27,7 +28,8 @@ class FisaModel(nn.Module):
 
     def __init__(self, clip: nn.Module, tokenizer, generator: nn.Module | None, model_cfg: dict, variant: str):
         super().__init__()
-        self.variant = check_variant(variant)
+        self.spec = get_variant(variant)
+        self.variant = self.spec.name
         self.model_cfg = model_cfg
         self.clip = clip
         self.tokenizer = tokenizer
@@ -43,7 +45,7 @@ class FisaModel(nn.Module):
         seve_cfg = model_cfg.get("seve") or {}
         self.seve = nn.ModuleDict()
         self.distribution_adapter = None
-        if uses_seve(variant):
+        if self.spec.seve:
             for i in seve_layer_indices(seve_cfg.get("layers", "last_half"), len(blocks)):
                 self.seve[str(i)] = SemanticGuidedAttention(width, embed_dim, blocks[i].attn.num_heads,
                                                             residual=bool(seve_cfg.get("residual", True)))
@@ -63,25 +65,24 @@ class FisaModel(nn.Module):
         self.register_buffer("clip_mean", torch.tensor(mean).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("clip_std", torch.tensor(std).view(1, 3, 1, 1) * 255, persistent=False)
         self._vocabulary_cache: dict = {}
-        if variant == "lora":
-            from fisa.models.variants import inject_lora
+        if self.spec.lora:
             inject_lora(visual, model_cfg.get("lora_rank"))
-        apply_variant(self, variant)
+        apply_variant(self, self.spec)
         self.train(False)
 
     # ----------------------------------------------------------------- modes
     @property
     def generator_trainable(self) -> bool:
-        return self.variant == "adapt_mask_generator"
+        return "mask_generator" in self.spec.trains
 
     @property
     def text_trainable(self) -> bool:
-        return self.variant == "adapt_text_encoder"
+        return "text_encoder" in self.spec.trains
 
     @property
     def proposals_cacheable(self) -> bool:
         """True when the generator is frozen, so the engine may cache `generate_proposals` output."""
-        return not self.generator_trainable and self.variant != "oracle_generator"
+        return not self.generator_trainable and self.spec.proposals == "generator"
 
     def train(self, mode: bool = True):
         """Like nn.Module.train, but a frozen generator stays in eval mode (no BN/dropout drift)."""
@@ -96,7 +97,7 @@ class FisaModel(nn.Module):
     def encode_vocabulary(self, class_names: list[list[str]]) -> torch.Tensor:
         """Text embeddings [C, D] of a vocabulary (synonym lists), prompt templates averaged,
         L2-normalised. Cached per vocabulary; recomputed with gradients only while the text tower
-        trains (adapt_text_encoder in train mode)."""
+        trains (a variant whose `trains` has text_encoder, in train mode)."""
         class_names = validate_class_names(class_names)
         if self.text_trainable and self.training and torch.is_grad_enabled():
             return encode_class_names(self.clip, self.tokenizer, class_names, self.templates)
@@ -152,7 +153,7 @@ class FisaModel(nn.Module):
         if vocabulary.dim() != 2:
             raise ValueError(f"vocabulary: expected [C, D] text embeddings, got shape {tuple(vocabulary.shape)}")
         valid = None
-        if self.variant == "oracle_generator":
+        if self.spec.proposals == "oracle":
             proposals, valid = oracle_proposals(targets, tuple(images.shape[-2:]))
         elif proposals is None:
             proposals = self.generate_proposals(images)
@@ -166,7 +167,7 @@ class FisaModel(nn.Module):
         if valid is not None:  # padded oracle proposals are "no object"
             pad = no_object_logits(class_logits.shape[1], vocabulary.shape[0], class_logits.shape[0], class_logits.device)
             class_logits = torch.where(valid.unsqueeze(-1), class_logits, pad.to(class_logits.dtype))
-        if self.variant == "oracle_classifier":
+        if self.spec.classes == "oracle":
             class_logits = oracle_class_logits(mask_logits, targets, vocabulary.shape[0]).to(class_logits.dtype)
         return {"mask_logits": mask_logits, "class_logits": class_logits,
                 "region_embeddings": enc["region_embeddings"], "proposals": proposals}

@@ -1,38 +1,100 @@
-"""Which parameters each variant trains (SPEC Table 3, Fig. 2a). Architecture is shared; only
-`requires_grad` (and, for `lora`, the injected LoRA layers) differ.
+"""The model variants (SPEC Table 3, Fig. 2a), read from the table `variants.yaml` beside this file.
 
-| variant              | SEVE + adapter | CLIP visual        | text tower | generator |
-| baseline             | -              | frozen             | frozen     | frozen    |
-| seve                 | trained        | frozen             | frozen     | frozen    |
-| seve_full_finetune   | trained        | all trained        | frozen     | frozen    |
-| fisa (SEVE + SIMO)   | trained        | q projections      | frozen     | frozen    |
-| lora                 | trained        | LoRA on q,k,v,out  | frozen     | frozen    |
-| adapt_text_encoder   | trained        | q projections      | trained    | frozen    |
-| adapt_mask_generator | trained        | q projections      | frozen     | trained   |
-| oracle_generator     | -              | frozen             | frozen     | (GT masks)|
-| oracle_classifier    | -              | frozen             | frozen     | frozen    |
+The table is the only place a variant is defined: which parameter groups train, which optional
+modules exist (SEVE + Distribution Adapter, LoRA) and how the model is evaluated (the generator's
+or the ground truth's masks; CLIP's or the ground truth's classes). `FisaModel` (modules, freezing,
+forward), the engine's evaluation and the config schema's `variant` enum all read it.
+
+This module imports no torch at import time: `fisa.config` reads `variant_names()` while
+Snakemake parses the workflow.
 """
 from __future__ import annotations
 
-from torch import nn
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-VARIANTS = ("baseline", "seve", "seve_full_finetune", "fisa", "lora", "adapt_text_encoder",
-            "adapt_mask_generator", "oracle_generator", "oracle_classifier")
-UNTRAINED_VARIANTS = ("baseline", "oracle_generator", "oracle_classifier")
-SIMO_VARIANTS = ("fisa", "adapt_text_encoder", "adapt_mask_generator")
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+import yaml
+
+if TYPE_CHECKING:
+    from torch import nn
+
+TABLE = Path(__file__).with_name("variants.yaml")
+# Parameter groups of fisa.models.parameters.GROUPS (kept here too so that reading the table
+# needs no torch; tests check the two agree).
+PARAMETER_GROUPS = ("query_projection", "seve", "distribution_adapter", "no_object", "lora",
+                    "clip_visual", "text_encoder", "mask_generator")
+# CLIP's own temperature never trains (the model's logit scale is a buffer).
+NEVER_TRAINED = ("clip.logit_scale", "clip.logit_bias")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the variant table."""
+    name: str
+    description: str
+    trains: tuple[str, ...]
+    seve: bool
+    lora: bool
+    proposals: str   # generator | oracle
+    classes: str     # model | oracle
+
+    @property
+    def trained(self) -> bool:
+        return bool(self.trains)
+
+    @property
+    def oracle(self) -> bool:
+        """Evaluation passes the ground truth to the model (oracle masks or classes)."""
+        return self.proposals == "oracle" or self.classes == "oracle"
+
+
+@functools.cache
+def variant_table() -> dict[str, Variant]:
+    """name -> Variant, in the table's order; a malformed entry fails naming the table and key."""
+    raw = yaml.safe_load(TABLE.read_text())
+    out = {}
+    fields = {"description", "trains", "seve", "lora", "proposals", "classes"}
+    for name, entry in raw.items():
+        where = f"{TABLE}: {name}"
+        if not isinstance(entry, dict) or set(entry) != fields:
+            raise ValueError(f"{where}: expected exactly the keys {sorted(fields)}")
+        unknown = set(entry["trains"]) - set(PARAMETER_GROUPS)
+        if unknown:
+            raise ValueError(f"{where}.trains: unknown parameter groups {sorted(unknown)} "
+                             f"(known: {list(PARAMETER_GROUPS)})")
+        if entry["proposals"] not in ("generator", "oracle") or entry["classes"] not in ("model", "oracle"):
+            raise ValueError(f"{where}: proposals must be generator|oracle and classes model|oracle")
+        if ("lora" in entry["trains"]) != bool(entry["lora"]):
+            raise ValueError(f"{where}: `lora: true` exactly when the lora group trains")
+        out[name] = Variant(name=name, description=str(entry["description"]), trains=tuple(entry["trains"]),
+                            seve=bool(entry["seve"]), lora=bool(entry["lora"]), proposals=entry["proposals"],
+                            classes=entry["classes"])
+    return out
+
+
+def variant_names() -> list[str]:
+    """Every variant name, in the table's order (the config schema's enum)."""
+    return list(variant_table())
+
+
+VARIANTS = tuple(variant_names())
+
+
+def get_variant(variant: str | Variant) -> Variant:
+    """The table entry of `variant`, or a ValueError listing the known ones."""
+    if isinstance(variant, Variant):
+        return variant
+    table = variant_table()
+    if variant not in table:
+        raise ValueError(f"variant: unknown {variant!r}; expected one of {list(table)} ({TABLE})")
+    return table[variant]
 
 
 def check_variant(variant: str) -> str:
     """Return `variant` or raise a ValueError listing the known ones."""
-    if variant not in VARIANTS:
-        raise ValueError(f"variant: unknown {variant!r}; expected one of {list(VARIANTS)}")
-    return variant
-
-
-def uses_seve(variant: str) -> bool:
-    """SEVE (and the Distribution Adapter) exist in every trained variant, not in the MaskCLIP baseline/oracles."""
-    return variant not in UNTRAINED_VARIANTS
+    return get_variant(variant).name
 
 
 def inject_lora(visual: nn.Module, rank: int) -> None:
@@ -58,29 +120,14 @@ def is_query_projection(name: str) -> bool:
 
 def is_text_tower(name: str) -> bool:
     """CLIP's text side (everything of `clip` outside `clip.visual`, except the logit scale/bias)."""
-    return name.startswith("clip.") and not name.startswith("clip.visual.") and name not in ("clip.logit_scale", "clip.logit_bias")
+    return name.startswith("clip.") and not name.startswith("clip.visual.") and name not in NEVER_TRAINED
 
 
-def apply_variant(model: nn.Module, variant: str) -> None:
-    """Set `requires_grad` on `model` (a FisaModel) for `variant`."""
-    check_variant(variant)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    if variant in UNTRAINED_VARIANTS:
-        return
-    for module in (model.seve, model.distribution_adapter):
-        if module is not None:
-            for p in module.parameters():
-                p.requires_grad_(True)
-    model.no_object_embedding.requires_grad_(True)
+def apply_variant(model: nn.Module, variant: str | Variant) -> None:
+    """Set `requires_grad` on `model` (a FisaModel): a parameter trains when its group
+    (`fisa.models.parameters.parameter_group`) is in the variant's `trains`."""
+    from fisa.models.parameters import parameter_group
+
+    spec = get_variant(variant)
     for name, p in model.named_parameters():
-        if variant == "seve_full_finetune" and name.startswith("clip.visual."):
-            p.requires_grad_(True)
-        elif variant in SIMO_VARIANTS and is_query_projection(name):
-            p.requires_grad_(True)
-        elif variant == "lora" and "lora_" in name:
-            p.requires_grad_(True)
-        elif variant == "adapt_text_encoder" and is_text_tower(name):
-            p.requires_grad_(True)
-        elif variant == "adapt_mask_generator" and name.startswith("generator."):
-            p.requires_grad_(True)
+        p.requires_grad_(name not in NEVER_TRAINED and parameter_group(name) in spec.trains)

@@ -10,6 +10,8 @@ rule fetch_checkpoint:
     wildcard_constraints:
         kind="backbone|generator",
         name="[^/]+",
+    input:
+        ancient(EFFECTIVE_CONFIG),
     params:
         engine=ENGINE_ARGS,
     log:
@@ -30,7 +32,7 @@ def _train_generator_inputs(wildcards):
     if entry is None or entry["source"] != "harness":
         raise WorkflowError(f"train_generator: generator {wildcards.generator!r} is not `source: harness` "
                             f"in presets.{PRESET}.generators")
-    inputs = [data_marker("coco")]
+    inputs = [data_marker("coco"), ancient(generator_config_path(wildcards.generator))]
     base = entry.get("base")
     if base:
         if base not in PRESET_CFG["generators"]:
@@ -55,9 +57,8 @@ rule train_generator:
     wildcard_constraints:
         generator="[^/]+",
     params:
-        engine=ENGINE_ARGS,
-        outdir=lambda wc: f"{CACHE_DIR}/generators/{wc.generator}",
         config_hash=_generator_hash,
+        run_config=lambda wc: generator_config_path(wc.generator),
         launch=launcher("train_generator"),
     log:
         log_path("train_generator", "{generator}"),
@@ -69,5 +70,4 @@ rule train_generator:
     resources:
         **rule_resources("train_generator"),
     shell:
-        "{params.launch} -m fisa.engine.train_generator {params.engine} --generator {wildcards.generator}"
-        " --output-dir {params.outdir:q} >> {log:q} 2>&1"
+        guarded("{params.launch} -m fisa.engine.train_generator --run-config {params.run_config:q} >> {log:q} 2>&1")

@@ -1,5 +1,7 @@
 # Shared state of the workflow: the validated config, the preset in force, the targets
 # of analysis/targets.yaml, paths, per-rule resources. Plain Python; the rules use it.
+import hashlib
+import json
 import os
 import re
 import shlex
@@ -8,8 +10,8 @@ from pathlib import Path
 import yaml
 from snakemake.exceptions import WorkflowError
 
-from fisa.config import (ConfigError, config_hash, experiment_names, preset_name,
-                         resolve_experiment, resources_for, validate_config)
+from fisa.config import (ConfigError, config_hash, experiment_names, generator_run_config, preset_name,
+                         resources_for, run_config, run_dir_of, validate_config, write_run_config)
 
 # Paths of the repository (not of --directory): the schema and the targets travel with the code.
 REPO = Path(workflow.basedir)
@@ -24,13 +26,12 @@ if isinstance(config.get("with_optional"), str):
         raise WorkflowError(f"with_optional: {config['with_optional']!r} is not true/false")
     config["with_optional"] = _flag in ("true", "yes", "1")
 
-# Fail before any job is submitted, naming the offending key (fisa's message lists the
-# key paths; snakemake's validate then fills in the schema's defaults).
+# Fail before any job is submitted, naming the offending key (the one validation of the
+# config; the variant enum comes from fisa/models/variants.yaml).
 try:
     validate_config(config, source="config.yaml (with --config overrides)")
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
-validate(config, SCHEMA, set_default=True)
 
 try:
     PRESET = preset_name(config)
@@ -41,10 +42,12 @@ WITH_OPTIONAL = bool(config.get("with_optional", False))
 DATA_SOURCE = PRESET_CFG.get("data_source", "download")
 RESULTS = f"results/{PRESET}"
 
-# Resolve every experiment once: a bad backbone/generator/schedule name fails here.
+# Resolve every (experiment, seed) once: a bad backbone/generator/schedule name fails here.
+# The rule `run_config` writes each to results/<P>/configs/runs/<E>/seed<k>.yaml, the one
+# file the programs read.
 try:
     RESOLVED = {
-        (name, seed): resolve_experiment(config, name, PRESET, seed)
+        (name, seed): run_config(config, name, PRESET, seed, run_dir_of(PRESET, name, seed))
         for name in experiment_names(config, include_optional=True)
         for seed in config["experiments"][name].get("seeds", config["seeds"])
     }
@@ -68,25 +71,54 @@ FIGURES = [t for t in TARGETS if not t.startswith("table")]
 ALL_DATASETS = ["coco", "ade150", "ade847", "pc59", "pc459", "mapillary", "refcoco", "refcocoplus"]
 
 
-# The engine reads the config file itself: give it the config Snakemake resolved (config.yaml
-# or --configfile, plus --config overrides), rewritten only when it changed. Its path is fixed
-# per preset, so it is not a rerun trigger; per-experiment hashes (params) are.
-EFFECTIVE_CONFIG = f".snakemake/fisa/config.{PRESET}.yaml"
+# Config files are written by local rules (workflow/rules/configs.smk), never while the DAG is
+# parsed. What the programs read (--run-config):
+def run_config_path(experiment, seed):
+    return f"{RESULTS}/configs/runs/{experiment}/seed{seed}.yaml"
 
 
-def _write_effective_config():
-    text = yaml.safe_dump(dict(config), sort_keys=False)
-    path = Path(EFFECTIVE_CONFIG)
-    if path.exists() and path.read_text() == text:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)   # atomic: concurrent jobs parsing the Snakefile never see half a file
+def generator_config_path(generator):
+    return f"{RESULTS}/configs/generators/{generator}.yaml"
 
 
-_write_effective_config()
+# The whole config Snakemake resolved (config.yaml or --configfile, plus --config overrides), for
+# the programs that read the matrix rather than one run (fetch, figures). Their rules take it as
+# an `ancient` input with their own rerun trigger, so rewriting it reruns nothing by itself.
+EFFECTIVE_CONFIG = f"{RESULTS}/configs/config.yaml"
 ENGINE_ARGS = f"--config {shlex.quote(EFFECTIVE_CONFIG)} --preset {shlex.quote(PRESET)}"
+
+# Rerun triggers (params): each output reruns when the sections that shape it change.
+TRAIN_SECTIONS = ("variant", "model", "train")
+EVAL_SECTIONS = TRAIN_SECTIONS + ("eval",)
+EFFICIENCY_SECTIONS = EVAL_SECTIONS + ("efficiency",)
+
+
+def file_key(payload):
+    """What a config file's rule reruns on: its whole content but the code version (paths included)."""
+    blob = json.dumps({k: v for k, v in payload.items() if k != "code_version"}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---- deterministic errors are not retried ---------------------------------------------------
+# The programs exit 65 (bad input data) or 78 (bad config) on errors a retry cannot fix, 75 when
+# pre-empted (checkpointed; resume), 1 otherwise. Snakemake retries every failed job (`retries`
+# in the profile) whatever its exit code, so `guarded` wraps a command: on 65/78 it leaves a
+# marker beside the log; a retry (attempt > 1) that finds the marker fails at once (no Python
+# start-up) with the same code. A new `snakemake` invocation (attempt 1) runs the program again.
+NO_RETRY_CODES = (65, 78)
+
+
+def guarded(command):
+    """`command` (a rule's shell string, with `{log}` defined) with the no-retry marker."""
+    codes = "|".join(str(c) for c in NO_RETRY_CODES)
+    return (
+        'marker={log:q}.no-retry; '
+        'if [ {resources.fisa_attempt} -gt 1 ] && [ -f "$marker" ]; then '
+        'echo "not retried: the previous attempt failed with a deterministic error (exit $(cat "$marker")),'
+        ' see {log}" >&2; exit "$(cat "$marker")"; fi; '
+        'rm -f "$marker"; '
+        f'{{{{ {command}; }}}} || {{{{ rc=$?; case $rc in {codes}) echo $rc > "$marker";; esac; exit $rc; }}}}'
+    )
 
 
 def seeds_of(experiment):
@@ -181,6 +213,8 @@ def rule_resources(rule):
         res["gpu"] = gpus
         if r.get("gpu_model"):
             res["gpu_model"] = r["gpu_model"]
+    # the attempt number, for `guarded` (Snakemake passes it to resource callables only)
+    res["fisa_attempt"] = lambda wildcards, attempt: attempt
     if gpus > 1:
         res.update(tasks=gpus, tasks_per_gpu=1, mpi="srun", cpus_per_task=max(1, cpus // gpus))
     else:

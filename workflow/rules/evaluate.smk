@@ -8,10 +8,9 @@ rule evaluate:
     input:
         run=f"{RESULTS}/runs/{{experiment}}/seed{{seed}}/done.json",
         data=lambda wc: data_marker(wc.dataset),
+        run_config=lambda wc: ancient(run_config_path(wc.experiment, wc.seed)),
     params:
-        engine=ENGINE_ARGS,
-        rundir=lambda wc: run_dir(wc.experiment, wc.seed),
-        config_hash=_experiment_hash,
+        config_hash=_experiment_hash(EVAL_SECTIONS),
     log:
         log_path("evaluate", "{experiment}", "seed{seed}", "{dataset}"),
     benchmark:
@@ -22,9 +21,8 @@ rule evaluate:
     resources:
         **rule_resources("evaluate"),
     shell:
-        "python -m fisa.engine.evaluate {params.engine} --experiment {wildcards.experiment}"
-        " --seed {wildcards.seed} --dataset {wildcards.dataset} --run-dir {params.rundir:q}"
-        " --output {output:q} > {log:q} 2>&1"
+        guarded("python -m fisa.engine.evaluate --run-config {input.run_config:q} --dataset {wildcards.dataset}"
+                " --output {output:q} > {log:q} 2>&1")
 
 
 rule efficiency:
@@ -34,12 +32,10 @@ rule efficiency:
     input:
         run=lambda wc: f"{run_dir(wc.experiment, seeds_of(wc.experiment)[0])}/done.json",
         data=lambda wc: data_marker(resolved(wc.experiment)["datasets"][0]),
+        run_config=lambda wc: ancient(run_config_path(wc.experiment, seeds_of(wc.experiment)[0])),
     params:
-        engine=ENGINE_ARGS,
-        seed=lambda wc: seeds_of(wc.experiment)[0],
         dataset=lambda wc: resolved(wc.experiment)["datasets"][0],
-        rundir=lambda wc: run_dir(wc.experiment, seeds_of(wc.experiment)[0]),
-        config_hash=lambda wc: config_hash(resolved(wc.experiment)),
+        config_hash=lambda wc: config_hash(resolved(wc.experiment), EFFICIENCY_SECTIONS),
     log:
         log_path("efficiency", "{experiment}"),
     conda:
@@ -48,6 +44,5 @@ rule efficiency:
     resources:
         **rule_resources("efficiency"),
     shell:
-        "python -m fisa.engine.efficiency {params.engine} --experiment {wildcards.experiment}"
-        " --seed {params.seed} --dataset {params.dataset} --run-dir {params.rundir:q}"
-        " --output {output:q} > {log:q} 2>&1"
+        guarded("python -m fisa.engine.efficiency --run-config {input.run_config:q} --dataset {params.dataset}"
+                " --output {output:q} > {log:q} 2>&1")

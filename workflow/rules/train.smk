@@ -2,6 +2,8 @@
 # model_final.pt; `done.json` is written last and is the rule's only output, so a failed,
 # pre-empted or timed-out job leaves no output Snakemake takes as complete, while its
 # checkpoints stay: the next attempt (SLURM requeue, --retries, or a plain rerun) resumes.
+# The run config (rule `run_config`) is the program's only input; when the model/train
+# sections change, the engine moves the old run folder aside and trains afresh.
 
 
 def _train_inputs(wildcards):
@@ -10,13 +12,14 @@ def _train_inputs(wildcards):
         "data": data_marker(r["train"]["dataset"]),
         "backbone": backbone_marker(r["model"]["backbone"]),
         "generator": generator_marker(r["model"]["generator"]),
+        "run_config": ancient(run_config_path(wildcards.experiment, wildcards.seed)),
     }
 
 
-def _experiment_hash(wildcards):
+def _experiment_hash(sections):
     # A params rerun trigger: changing one experiment's config (or the preset defaults it
-    # inherits) reruns that experiment and what depends on it, nothing else.
-    return config_hash(resolved(wildcards.experiment, wildcards.seed))
+    # inherits) in `sections` reruns that experiment's outputs they shape, nothing else.
+    return lambda wc: config_hash(resolved(wc.experiment, wc.seed), sections)
 
 
 wildcard_constraints:
@@ -32,9 +35,7 @@ rule train:
     input:
         unpack(_train_inputs),
     params:
-        engine=ENGINE_ARGS,
-        outdir=lambda wc: run_dir(wc.experiment, wc.seed),
-        config_hash=_experiment_hash,
+        train_hash=_experiment_hash(TRAIN_SECTIONS),
         launch=launcher("train"),
     log:
         log_path("train", "{experiment}", "seed{seed}"),
@@ -46,5 +47,4 @@ rule train:
     resources:
         **rule_resources("train"),
     shell:
-        "{params.launch} -m fisa.engine.train {params.engine} --experiment {wildcards.experiment}"
-        " --seed {wildcards.seed} --output-dir {params.outdir:q} >> {log:q} 2>&1"
+        guarded("{params.launch} -m fisa.engine.train --run-config {input.run_config:q} >> {log:q} 2>&1")

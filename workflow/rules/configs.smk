@@ -1,0 +1,53 @@
+# Config files, written by local in-process rules (never while the DAG is parsed):
+#   results/<P>/configs/runs/<E>/seed<k>.yaml   the run config of one experiment and seed
+#                                               (fisa.config.run_config): train, evaluate and
+#                                               efficiency read it and nothing else
+#   results/<P>/configs/generators/<G>.yaml     a harness generator's (train_generator)
+#   results/<P>/configs/config.yaml             the whole resolved config (fetch, figures)
+# Each reruns when its content changes (params), except for the code version it records.
+# Consumers take them as `ancient` inputs and rerun on the hash of the sections that shape
+# their output, so a changed eval setting re-evaluates without retraining.
+
+localrules:
+    run_config,
+    generator_run_config,
+    effective_config,
+
+
+rule run_config:
+    """The run config of one experiment and seed."""
+    output:
+        f"{RESULTS}/configs/runs/{{experiment}}/seed{{seed}}.yaml",
+    params:
+        content=lambda wc: file_key(resolved(wc.experiment, wc.seed)),
+    run:
+        write_run_config(output[0], resolved(wildcards.experiment, wildcards.seed))
+
+
+rule generator_run_config:
+    """The run config of one harness-trained generator."""
+    output:
+        f"{RESULTS}/configs/generators/{{generator}}.yaml",
+    wildcard_constraints:
+        generator="[^/]+",
+    params:
+        content=lambda wc: file_key(_generator_run(wc.generator)),
+    run:
+        write_run_config(output[0], _generator_run(wildcards.generator))
+
+
+rule effective_config:
+    """The whole config Snakemake resolved (config.yaml or --configfile, with --config overrides)."""
+    output:
+        EFFECTIVE_CONFIG,
+    params:
+        content=lambda wc: file_key(dict(config)),
+    run:
+        write_run_config(output[0], dict(config))
+
+
+def _generator_run(generator):
+    try:
+        return generator_run_config(config, generator, PRESET)
+    except ConfigError as e:
+        raise WorkflowError(str(e)) from None
