@@ -259,6 +259,12 @@ def train(resolved: dict, output_dir: str | Path | None = None, micro_batch: int
         out.mkdir(parents=True, exist_ok=True)
         write_run_config(out / RUN_CONFIG, resolved)
     barrier(ctx)
+    if _finished(out, train_hash):  # same model/train config, already trained (e.g. an eval edit)
+        if ctx.is_main:
+            log.info("%s: already trained with this model/train config; only done.json is rewritten", out)
+            _write_done(out, resolved, iterations, config_hash(resolved))
+        barrier(ctx)
+        return out / "done.json"
     prov = provenance.collect(ctx.device, ctx.world_size)
     prov.update(experiment=resolved["experiment"], preset=resolved["preset"], seed=resolved["seed"],
                 config_hash=config_hash(resolved), train_hash=train_hash)
@@ -285,11 +291,27 @@ def train(resolved: dict, output_dir: str | Path | None = None, micro_batch: int
         attempt.resumed_from = resumed_from
         attempt.end("finished", iterations=iterations,
                     trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad))
-        atomic_write_json(out / "done.json", {"experiment": resolved["experiment"], "seed": resolved["seed"],
-                                              "iterations": iterations, "config_hash": prov["config_hash"],
-                                              "finished": provenance.now()})
+        _write_done(out, resolved, iterations, prov["config_hash"])
     barrier(ctx)
     return out / "done.json"
+
+
+def _finished(out: Path, train_hash: str) -> bool:
+    """The folder holds a finished run (final model, last attempt finished) of `train_hash`."""
+    prov_path = out / "provenance.json"
+    if not (out / MODEL_FINAL).exists() or not prov_path.exists():
+        return False
+    try:
+        prov = json.loads(prov_path.read_text())
+        return prov["train_hash"] == train_hash and prov["attempts"][-1]["outcome"] == "finished"
+    except (ValueError, KeyError, IndexError, TypeError):
+        return False
+
+
+def _write_done(out: Path, resolved: dict, iterations: int, full_hash: str) -> None:
+    atomic_write_json(out / "done.json", {"experiment": resolved["experiment"], "seed": resolved["seed"],
+                                          "iterations": iterations, "config_hash": full_hash,
+                                          "finished": provenance.now()})
 
 
 def main(argv=None) -> None:

@@ -24,17 +24,24 @@ def write_json(path, payload):
 
 
 def engine_parser(experiment=True):
+    """--config/--preset (fetch: the whole config), else --run-config (train, evaluate, ...)."""
     ap = argparse.ArgumentParser()
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--preset", required=True)
     if experiment:
-        ap.add_argument("--experiment", required=True)
-        ap.add_argument("--seed", type=int, required=True)
+        ap.add_argument("--run-config", required=True)
+    else:
+        ap.add_argument("--config", required=True)
+        ap.add_argument("--preset", required=True)
     return ap
 
 
+def run_config(args):
+    """The run config the workflow wrote (the real fisa.config wrote it)."""
+    import yaml
+    return yaml.safe_load(open(args.run_config))
+
+
 def fail_if_asked(name):
-    """Exit 1 when $FAKE_FAIL names this entry point (failure injection)."""
+    """Exit $FAKE_FAIL_CODE (default 1) when $FAKE_FAIL names this entry point (failure injection)."""
     if os.environ.get("FAKE_FAIL") == name:
         print(f"{name}: failing on purpose (FAKE_FAIL)", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(int(os.environ.get("FAKE_FAIL_CODE", "1")))

@@ -4,9 +4,14 @@
 #                                               efficiency read it and nothing else
 #   results/<P>/configs/generators/<G>.yaml     a harness generator's (train_generator)
 #   results/<P>/configs/config.yaml             the whole resolved config (fetch, figures)
-# Each reruns when its content changes (params), except for the code version it records.
-# Consumers take them as `ancient` inputs and rerun on the hash of the sections that shape
-# their output, so a changed eval setting re-evaluates without retraining.
+# Each is rewritten only when its content changes (params trigger; the code version it records
+# is left out), so a config edit reruns exactly the runs whose run config changed.
+# train/evaluate/efficiency take their run config as a plain input. (An `ancient` input with a
+# per-section params trigger would be more selective, but Snakemake does not evaluate the
+# params of jobs downstream of a job that reruns, so that trigger would never fire.) A run
+# config whose model/train sections did not change (e.g. an eval edit) makes the train job
+# rerun, and it returns at once: the engine finds the finished run of the same config.
+# fetch and figures read the whole config as an `ancient` input: rewriting it reruns nothing.
 
 localrules:
     run_config,

@@ -8,7 +8,7 @@ rule evaluate:
     input:
         run=f"{RESULTS}/runs/{{experiment}}/seed{{seed}}/done.json",
         data=lambda wc: data_marker(wc.dataset),
-        run_config=lambda wc: ancient(run_config_path(wc.experiment, wc.seed)),
+        run_config=lambda wc: run_config_path(wc.experiment, wc.seed),
     params:
         config_hash=_experiment_hash(EVAL_SECTIONS),
     log:
@@ -32,7 +32,7 @@ rule efficiency:
     input:
         run=lambda wc: f"{run_dir(wc.experiment, seeds_of(wc.experiment)[0])}/done.json",
         data=lambda wc: data_marker(resolved(wc.experiment)["datasets"][0]),
-        run_config=lambda wc: ancient(run_config_path(wc.experiment, seeds_of(wc.experiment)[0])),
+        run_config=lambda wc: run_config_path(wc.experiment, seeds_of(wc.experiment)[0]),
     params:
         dataset=lambda wc: resolved(wc.experiment)["datasets"][0],
         config_hash=lambda wc: config_hash(resolved(wc.experiment), EFFICIENCY_SECTIONS),

@@ -12,7 +12,7 @@ def _train_inputs(wildcards):
         "data": data_marker(r["train"]["dataset"]),
         "backbone": backbone_marker(r["model"]["backbone"]),
         "generator": generator_marker(r["model"]["generator"]),
-        "run_config": ancient(run_config_path(wildcards.experiment, wildcards.seed)),
+        "run_config": run_config_path(wildcards.experiment, wildcards.seed),
     }
 
 

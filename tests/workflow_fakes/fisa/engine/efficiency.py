@@ -5,8 +5,7 @@ import fake
 
 ap = fake.engine_parser()
 ap.add_argument("--dataset")
-ap.add_argument("--run-dir")
 ap.add_argument("--output", required=True)
 args = ap.parse_args()
 fake.log_call("efficiency", args)
-fake.write_json(args.output, {"experiment": args.experiment, "metrics": {"FPS": 1.0}})
+fake.write_json(args.output, {"experiment": fake.run_config(args)["experiment"], "metrics": {"FPS": 1.0}})

@@ -8,10 +8,10 @@ sys.path.insert(0, str(Path.cwd()))
 import fake
 
 ap = fake.engine_parser()
-ap.add_argument("--output-dir", required=True)
 args = ap.parse_args()
 fake.log_call("train", args)
-out = Path(args.output_dir)
+run = fake.run_config(args)
+out = Path(run["checkpoints"]["run_dir"])
 ckpt = out / "checkpoints" / "last.json"
 resumed = ckpt.exists()
 previous = fake.json.loads(ckpt.read_text()) if resumed else None
@@ -26,5 +26,5 @@ if os.environ.get("FAKE_WAIT_SIGNAL") and not resumed:
     sys.exit(75)
 fake.write_json(ckpt, {"iteration": 1})
 fake.fail_if_asked("train")
-fake.write_json(out / "done.json", {"experiment": args.experiment, "seed": args.seed, "resumed": resumed,
+fake.write_json(out / "done.json", {"experiment": run["experiment"], "seed": run["seed"], "resumed": resumed,
                                     "previous_checkpoint": previous, "slurm_job": os.environ.get("SLURM_JOB_ID")})

@@ -3,9 +3,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path.cwd()))
 import fake
 
-ap = fake.engine_parser(experiment=False)
-ap.add_argument("--generator", required=True)
-ap.add_argument("--output-dir", required=True)
+ap = fake.engine_parser()
 args = ap.parse_args()
 fake.log_call("train_generator", args)
-fake.write_json(Path(args.output_dir) / "done.json", {"generator": args.generator})
+run = fake.run_config(args)
+fake.write_json(Path(run["checkpoints"]["output_dir"]) / "done.json", {"generator": run["generator"]})
