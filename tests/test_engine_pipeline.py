@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
-from fisa.config import load_config, resolve_experiment
+from fisa.config import generator_run_config, load_config, resolve_experiment
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("fisa.data.synthetic", reason="needs the data library (fisa.data.synthetic)")
@@ -33,7 +34,8 @@ def small(tmp_path_factory):
     config = load_config(overrides={"presets": {"small": {
         "data_root": str(data_root), "cache_dir": str(cache),
         "generators": {"swin_b": {"train": {"iterations": 60}}}}}})
-    done = train_generator(config, "small", "swin_b", cache / "generators" / "swin_b")
+    done = train_generator(generator_run_config(config, "swin_b", "small"))
+    assert done == cache / "generators" / "swin_b" / "done.json"
     # the small preset's "pre-trained" CLIP (the fetch rule's harness pre-training)
     from fisa.engine.pretrain_clip import pretrain_clip
     from fisa.models.clip_backbone import harness_clip_path
@@ -91,7 +93,7 @@ def test_fisa_beats_frozen_baseline_on_ade150(baseline, fisa):
 
 def test_run_folder_contents(fisa, baseline):
     r, out = fisa[0], fisa[1]
-    for name in ("config.yaml", "provenance.json", "losses.csv", "model_final.pt", "done.json"):
+    for name in ("run_config.yaml", "provenance.json", "losses.csv", "model_final.pt", "done.json"):
         assert (out / name).exists(), name
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["world_size"] == 1 and prov["iterations"] == r["train"]["iterations"] > 0
@@ -168,15 +170,31 @@ def test_real_fisa_run_resumes_bit_identically(small):
     assert not (b / AttemptLog.RUNNING).exists()
 
 
-def test_train_refuses_folder_of_another_config(small):
+def test_changed_config_moves_the_old_run_aside_and_retrains(small):
+    """Issue 16: a run folder of another model/train config is moved aside whole (nothing lost)
+    and the run starts afresh; the same config again only rewrites done.json."""
     from fisa.engine.train import train
 
     r = _resolved(small, "fisa", iterations=2, checkpoint_every=1)
-    out = small["root"] / "other"
+    out = small["root"] / "changed" / "seed0"
     train(r, out, progress_bar=False)
-    r2 = _resolved(small, "fisa", iterations=2, checkpoint_every=1, lr=0.5)
-    with pytest.raises(ValueError, match="different model/train config"):
-        train(r2, out, progress_bar=False)
+    old_model = (out / "model_final.pt").read_bytes()
+    r2 = _resolved(small, "fisa", iterations=3, checkpoint_every=1, lr=0.5)
+    train(r2, out, progress_bar=False)
+    aside = [p for p in out.parent.iterdir() if p.name.startswith("seed0.replaced-")]
+    assert len(aside) == 1
+    assert (aside[0] / "model_final.pt").read_bytes() == old_model          # the old run, intact
+    assert yaml.safe_load((aside[0] / "run_config.yaml").read_text())["train"]["lr"] == r["train"]["lr"]
+    assert yaml.safe_load((out / "run_config.yaml").read_text())["train"]["lr"] == 0.5
+    assert len((out / "losses.csv").read_text().splitlines()) == 1 + 3     # trained afresh: 3 iterations
+    prov = json.loads((out / "provenance.json").read_text())
+    assert [a["resumed_from"] for a in prov["attempts"]] == [0]
+    # the same config: no training, no new attempt, nothing moved
+    (out / "done.json").unlink()
+    train(r2, out, progress_bar=False)
+    assert json.loads((out / "done.json").read_text())["iterations"] == 3
+    assert len(json.loads((out / "provenance.json").read_text())["attempts"]) == 1
+    assert len([p for p in out.parent.iterdir() if p.name.startswith("seed0.replaced-")]) == 1
 
 
 def test_failure_before_the_loop_is_recorded_as_failed(small, tmp_path):

@@ -215,6 +215,17 @@ class AttemptLog:
         (self.out / self.RUNNING).unlink(missing_ok=True)
 
 
+def loop_config(resolved: dict, world_size: int = 1, micro_batch: int | None = None,
+                progress_bar: bool | None = None) -> LoopConfig:
+    """The training loop's settings, all from the run config's `train` section."""
+    t = resolved["train"]
+    micro = int(micro_batch or t["micro_batch_size"] or t["batch_size"] // world_size)
+    return LoopConfig(iterations=int(t["iterations"]), global_batch=int(t["batch_size"]), micro_batch=micro,
+                      seed=resolved["seed"], checkpoint_every=int(t["checkpoint_every"]),
+                      log_every=int(t["log_every"]), precision=t["precision"],
+                      num_workers=int(t["num_workers"]), grad_clip=t["grad_clip"], progress_bar=progress_bar)
+
+
 def _build_and_train(resolved: dict, out: Path, ctx: DistContext, micro_batch: int | None,
                      progress_bar: bool | None, attempt: AttemptLog, train_hash: str):
     """Build the run's model and train it (nothing to train at 0 iterations);
@@ -228,12 +239,7 @@ def _build_and_train(resolved: dict, out: Path, ctx: DistContext, micro_batch: i
     from fisa.data.transforms import collate, train_transform
 
     transform = train_transform(int(t["crop_size"]), tuple(t["scale_range"]))
-    micro = int(micro_batch or t["micro_batch_size"] or t["batch_size"] // ctx.world_size)
-    cfg = LoopConfig(iterations=iterations, global_batch=int(t["batch_size"]), micro_batch=micro,
-                     seed=resolved["seed"], checkpoint_every=int(t["checkpoint_every"]),
-                     log_every=int(t["log_every"]), precision=t["precision"],
-                     num_workers=int(t["num_workers"]), grad_clip=t["grad_clip"],
-                     progress_bar=progress_bar)
+    cfg = loop_config(resolved, ctx.world_size, micro_batch, progress_bar)
     optimizer = make_optimizer(model, t)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, poly_lr_lambda(iterations, power=float(t["poly_power"]), warmup=int(t["warmup_iterations"])))
