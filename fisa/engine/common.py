@@ -98,7 +98,7 @@ def load_run_model(resolved: dict, run_dir: str | Path | None, device: torch.dev
     if run_dir is None:
         if resolved["train"]["iterations"] > 0:
             raise FileNotFoundError(f"experiment {resolved['experiment']!r} is trained "
-                                    f"({resolved['train']['iterations']} iterations): pass --run-dir")
+                                    f"({resolved['train']['iterations']} iterations): pass its run folder")
         return model, None
     path = Path(run_dir) / MODEL_FINAL
     if not path.exists():
