@@ -98,6 +98,7 @@ def test_missing_data_exits_65(config, tmp_path):
         run_main(transient)
 
 
+@pytest.mark.slow   # three Snakemake runs of stand-ins (~1 min on 2 idle cores)
 def test_workflow_does_not_retry_deterministic_errors(tmp_path):
     """Through Snakemake (stand-in entry points): exit 1 (transient) is tried 3 times with
     --retries 2; exit 65 runs once and its retries fail at once, naming the reason."""
