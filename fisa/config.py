@@ -134,7 +134,7 @@ def resolve_experiment(config: Mapping[str, Any], experiment: str, preset: str |
         "seed": int(seed),
         "variant": exp["variant"],
         "datasets": list(exp.get("datasets", [])),
-        "optional": bool(exp.get("optional", False)),
+        "optional": is_optional(exp, preset),
         "model": model,
         "train": train,
         "eval": merged.get("eval", {}),
@@ -143,6 +143,12 @@ def resolve_experiment(config: Mapping[str, Any], experiment: str, preset: str |
         "cache_dir": str(p.get("cache_dir", "resources/checkpoints")),
         "device": p.get("device", "cpu"),
     }
+
+
+def is_optional(exp: Mapping[str, Any], preset: str) -> bool:
+    """An experiment's `optional`: true/false, or the list of presets on which it is optional."""
+    flag = exp.get("optional", False)
+    return preset in flag if isinstance(flag, list) else bool(flag)
 
 
 def config_hash(resolved: Mapping[str, Any], sections: tuple[str, ...] | None = None) -> str:

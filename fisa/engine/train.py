@@ -29,7 +29,7 @@ from fisa.engine import provenance
 from fisa.engine.common import (MODEL_FINAL, add_common_args, build_run_model, resolved_from_args,
                                 setup_logging, split_batch, write_resolved_config)
 from fisa.engine.distributed import DistContext, barrier, cleanup_distributed, init_distributed
-from fisa.engine.loop import LoopConfig, Preempted, poly_lr_lambda, train_loop, trainable_state_dict
+from fisa.engine.loop import LoopConfig, Preempted, lr_lambda, train_loop, trainable_state_dict
 from fisa.utils.io import atomic_torch_save, atomic_write_json
 
 log = logging.getLogger("fisa.train")
@@ -57,11 +57,17 @@ def training_dataset(resolved: dict):
 
 
 def make_optimizer(model: torch.nn.Module, train_cfg: dict) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters, 0.1x lr for the (partly) trained CLIP backbone."""
+    """AdamW over the trainable parameters: lr x train.backbone_lr_multiplier for the groups in
+    train.backbone_lr_multiplier_applies_to; weight decay per kind (train.weight_decay,
+    weight_decay_bias, weight_decay_norm, weight_decay_embedding). Every value from the config."""
     from fisa.models.parameters import param_groups
 
     groups = param_groups(model, lr=float(train_cfg["lr"]), weight_decay=float(train_cfg["weight_decay"]),
-                          backbone_lr_multiplier=float(train_cfg["backbone_lr_multiplier"]))
+                          backbone_lr_multiplier=float(train_cfg["backbone_lr_multiplier"]),
+                          multiplier_groups=list(train_cfg["backbone_lr_multiplier_applies_to"]),
+                          weight_decay_bias=float(train_cfg["weight_decay_bias"]),
+                          weight_decay_norm=float(train_cfg["weight_decay_norm"]),
+                          weight_decay_embedding=float(train_cfg["weight_decay_embedding"]))
     groups = [g for g in groups if len(list(g["params"]))]
     if not groups:
         raise ValueError("nothing to train: the variant has no trainable parameters")
@@ -77,16 +83,18 @@ class TrainingForward(torch.nn.Module):
     the variant adapts it (adapt_text_encoder).
     """
 
-    def __init__(self, model: torch.nn.Module, class_names: list[list[str]], loss_weights: dict):
+    def __init__(self, model: torch.nn.Module, class_names: list[list[str]], loss_weights: dict,
+                 no_object_weight: float):
         super().__init__()
         self.model, self.class_names, self.loss_weights = model, class_names, loss_weights
+        self.no_object_weight = no_object_weight
 
     def forward(self, batch) -> dict[str, torch.Tensor]:
         images, targets = split_batch(batch)
         targets = [_drop_crowd(t) for t in targets]  # crowd regions are ignored, as in Mask2Former
         vocabulary = self.model.encode_vocabulary(self.class_names)
         outputs = self.model(images, vocabulary)
-        return self.model.loss(outputs, targets, self.loss_weights)
+        return self.model.loss(outputs, targets, self.loss_weights, no_object_weight=self.no_object_weight)
 
 
 def _forward_step(model, batch):
@@ -203,13 +211,12 @@ def _build_and_train(resolved: dict, out: Path, ctx: DistContext, micro_batch: i
     cfg = LoopConfig(iterations=iterations, global_batch=int(t["batch_size"]), micro_batch=micro,
                      seed=resolved["seed"], checkpoint_every=int(t.get("checkpoint_every", 1000)),
                      log_every=int(t.get("log_every", 20)), precision=t.get("precision", "fp32"),
-                     num_workers=int(t.get("num_workers", 0)), grad_clip=t.get("grad_clip"),
+                     num_workers=int(t.get("num_workers", 0)), grad_clip=dict(t["grad_clip"]),
                      progress_bar=progress_bar)
     optimizer = make_optimizer(model, t)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, poly_lr_lambda(iterations, power=float(t.get("poly_power", 0.9)),
-                                  warmup=int(t.get("warmup_iterations", 0))))
-    result = train_loop(TrainingForward(model, meta.classes, t["loss_weights"]), dataset, _forward_step,
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t["lr_schedule"], iterations))
+    forward = TrainingForward(model, meta.classes, t["loss_weights"], float(t["no_object_weight"]))
+    result = train_loop(forward, dataset, _forward_step,
                         optimizer, scheduler, cfg, out, ctx, transform=transform, collate_fn=collate,
                         checkpoint_extra={"config_hash": train_hash}, on_iteration=attempt.heartbeat)
     return model, result

@@ -6,11 +6,11 @@ rule evaluate:
     output:
         f"{RESULTS}/eval/{{experiment}}/seed{{seed}}/{{dataset}}.json",
     input:
-        run=f"{RESULTS}/runs/{{experiment}}/seed{{seed}}/done.json",
+        run=lambda wc: f"{trained_run(wc.experiment, wc.seed)}/done.json",
         data=lambda wc: data_marker(wc.dataset),
     params:
         engine=ENGINE_ARGS,
-        rundir=lambda wc: run_dir(wc.experiment, wc.seed),
+        rundir=lambda wc: trained_run(wc.experiment, wc.seed),
         config_hash=_experiment_hash,
     log:
         log_path("evaluate", "{experiment}", "seed{seed}", "{dataset}"),
