@@ -73,7 +73,9 @@ class LossLog:
         self._fh = open(self.path, "w", newline="")
         self._writer = None
         if self.fields:
-            self._writer = csv.DictWriter(self._fh, fieldnames=self.fields)
+            if "grad_norm" not in self.fields:  # a log begun before grad_norm was recorded: its rows get ""
+                self.fields.insert(self.fields.index("lr") + 1, "grad_norm")
+            self._writer = csv.DictWriter(self._fh, fieldnames=self.fields, restval="")
             self._writer.writeheader()
             self._writer.writerows(rows)
             self._fh.flush()
