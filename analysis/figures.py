@@ -166,7 +166,22 @@ def figure_qualitative(inp: Inputs, images: Sequence[str] | None = None, seed: i
     return fig, shown
 
 
+def figure_fig_fidelity_sensitivity(inp: Inputs):
+    """Fidelity sensitivity: Δ PQ and Δ mIoU (ADE150) of each open choice's alternative against
+    the defaults (`reference`), one horizontal bar pair per alternative; missing runs say so."""
+    spec, tgt = _spec("fig_fidelity_sensitivity"), _target("fig_fidelity_sensitivity")
+    rows = _yaml(str(LAYOUTS))[spec["labels_from"]]["rows"]
+    labels = {r["experiment"]: r["label"] for r in rows if r.get("experiment")}
+    reference, dataset = spec["reference"], tgt["datasets"][0]
+    alternatives = [e for e in tgt["experiments"] if e != reference]
+    fig, ax = plots.new_figure(0.25 * len(alternatives) + 1.0)
+    data = plots.delta_bars(ax, inp.metrics, alternatives, reference, labels, spec["metrics"], dataset)
+    ax.set_title(f"Alternatives vs {labels.get(reference, reference)} (preset {inp.preset})")
+    return fig, data
+
+
 FIGURES: dict[str, Callable] = {
+    "fig_fidelity_sensitivity": figure_fig_fidelity_sensitivity,
     "fig2a_oracle": figure_fig2a_oracle,
     "fig2b_frozen_generator": figure_fig2b_frozen_generator,
     "fig3_per_class_gains": figure_fig3_per_class_gains,

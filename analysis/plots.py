@@ -140,3 +140,30 @@ def sweep(ax, metrics: pd.DataFrame, xs: Mapping[str, float], dataset: str, metr
     ax.set_ylabel(f"{metric} ({dataset})")
     ax.legend(frameon=False)
     return s
+
+
+def delta_bars(ax, metrics: pd.DataFrame, experiments: Sequence[str], reference: str, labels: Mapping[str, str],
+               metric_names: Sequence[str], dataset: str) -> pd.DataFrame:
+    """Horizontal bars of mean(experiment) - mean(reference) per metric, one row per experiment
+    (top to bottom in the given order); a missing run or reference is marked 'not run'."""
+    rows = []
+    height = 0.8 / max(len(metric_names), 1)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for mi, metric in enumerate(metric_names):
+        s = summarise(metrics, [reference, *experiments], dataset, metric).set_index("experiment")
+        ref = s.loc[reference, "mean"]
+        for ei, exp in enumerate(experiments):
+            y = ei + (mi - (len(metric_names) - 1) / 2) * height
+            value = s.loc[exp, "mean"] - ref if s.loc[exp, "n"] and not np.isnan(ref) else np.nan
+            ax.barh(y, 0 if np.isnan(value) else value, height, color=colors[mi % len(colors)],
+                    label=f"Δ {metric}" if ei == 0 else None)
+            if np.isnan(value):
+                ax.text(0, y, " not run", va="center", fontsize=6)
+            rows.append({"experiment": exp, "metric": metric, "y": y, "delta": value,
+                         "value": s.loc[exp, "mean"], "reference": ref})
+    ax.axvline(0, color="black", linewidth=0.6)
+    ax.set_yticks(range(len(experiments)), [labels.get(e, e) for e in experiments])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"Δ vs {labels.get(reference, reference)} ({dataset}, points)")
+    ax.legend(frameon=False, fontsize=6)
+    return pd.DataFrame(rows)

@@ -154,6 +154,11 @@ def _fmt(value: float, spec: str) -> str:
 
 
 def _cell_stats(metrics: pd.DataFrame, experiment: str, column: dict, device: str | None):
+    if column.get("delta_from"):  # a difference of means to a reference experiment's cell
+        plain = {k: v for k, v in column.items() if k != "delta_from"}
+        mean, _, n = _cell_stats(metrics, experiment, plain, device)
+        ref, _, _ = _cell_stats(metrics, column["delta_from"], plain, device)
+        return (None if mean is None or ref is None else mean - ref), None, n
     sel = metrics[(metrics.experiment == experiment) & (metrics.metric == column["metric"])]
     if column["dataset"] != ANY_DATASET:
         sel = sel[sel.dataset == column["dataset"]]

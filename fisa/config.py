@@ -190,7 +190,7 @@ def resolve_experiment(config: Mapping[str, Any], experiment: str, preset: str |
         "seed": int(seed),
         "variant": exp["variant"],
         "datasets": list(exp["datasets"]),
-        "optional": bool(exp.get("optional", False)),
+        "optional": is_optional(exp, preset),
         "model": model,
         "train": train,
         "eval": merged["eval"],
@@ -299,6 +299,10 @@ def _data_root(p: Mapping[str, Any], preset: str) -> str:
     if preset == "paper" and os.environ.get("DETECTRON2_DATASETS"):
         return os.environ["DETECTRON2_DATASETS"]
     return p["data_root"]
+def is_optional(exp: Mapping[str, Any], preset: str) -> bool:
+    """An experiment's `optional`: true/false, or the list of presets on which it is optional."""
+    flag = exp.get("optional", False)
+    return preset in flag if isinstance(flag, list) else bool(flag)
 
 
 def config_hash(resolved: Mapping[str, Any], sections: tuple[str, ...] | None = None) -> str:

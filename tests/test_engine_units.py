@@ -87,14 +87,15 @@ def test_loss_log_drops_rows_after_resume_point(tmp_path):
     path = tmp_path / "losses.csv"
     log = LossLog(path, tensorboard=False)
     for i in range(6):
-        log.write(i, {"loss": float(i)}, 0.1, 0.5)
+        log.write(i, {"loss": float(i)}, 0.1, 0.5, grad_norm=2.0 * i)
     log.close()
     log = LossLog(path, resume_iteration=4, tensorboard=False)
-    log.write(4, {"loss": 40.0}, 0.1, 0.5)
+    log.write(4, {"loss": 40.0}, 0.1, 0.5, grad_norm=3.0)
     log.close()
     rows = list(csv.DictReader(open(path)))
     assert [int(r["iteration"]) for r in rows] == [0, 1, 2, 3, 4]
-    assert float(rows[-1]["loss"]) == 40.0 and list(rows[0]) == ["iteration", "lr", "seconds", "loss"]
+    assert float(rows[-1]["loss"]) == 40.0 and list(rows[0]) == ["iteration", "lr", "grad_norm", "seconds", "loss"]
+    assert [float(r["grad_norm"]) for r in rows] == [0.0, 2.0, 4.0, 6.0, 3.0]
 
 
 def test_progress_without_terminal_logs_every_n(caplog):

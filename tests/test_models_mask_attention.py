@@ -16,7 +16,8 @@ TINY = {"model": "fisa-tiny-vit-l", "pretrained": None, "image_size": 64}
 def model_cfg(**over):
     cfg = {"backbone": "vit_l14_336", "generator": "swin_b", "num_proposals": 16, "adapter_layers": 2,
            "lora_rank": None, "seve": {"layers": "last_half", "residual": True}, "prompt_templates": "single",
-           "clip": dict(TINY), "generator_config": {"source": "harness", "config": "fisa-tiny-m2f-swin"}}
+           "clip": dict(TINY), "generator_config": {"source": "harness", "config": "fisa-tiny-m2f-swin"},
+           "synonyms": "average", "void": "learned"}
     cfg.update(over)
     return cfg
 

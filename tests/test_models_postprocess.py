@@ -45,13 +45,13 @@ def test_panoptic_inference_merges_stuff_drops_void_and_occluded():
     assert (seg[4:] == info[1]["id"]).all() and (seg[:4, 4:] == info[1]["id"]).all()
     assert 0 < info[0]["score"] <= 1
     with pytest.raises(ValueError, match="is_thing has 2 entries for 3 classes"):
-        panoptic_inference(masks, classes, is_thing=[True, False])
+        panoptic_inference(masks, classes, is_thing=[True, False], object_mask_threshold=0.0, overlap_threshold=0.8)
 
 
 def test_panoptic_threshold_and_empty():
     masks = torch.full((1, 4, 4), 10.0)
     seg, info = panoptic_inference(masks, _logits(0, score=0.1)[None], [True, False, False],
-                                   object_mask_threshold=0.9)
+                                   object_mask_threshold=0.9, overlap_threshold=0.8)
     assert info == [] and (seg == 0).all()
 
 

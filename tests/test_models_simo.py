@@ -79,10 +79,10 @@ def test_simo_kv_rows_bit_identical_q_rows_move():
 def test_param_groups_learning_rates_and_decay():
     model = build_model(model_cfg(), "fisa")
     groups = {g["name"]: g for g in param_groups(model, lr=1e-4, weight_decay=0.05, backbone_lr_multiplier=0.1)}
-    assert groups["query_projection/decay"]["lr"] == pytest.approx(1e-5)
-    assert groups["seve/decay"]["lr"] == pytest.approx(1e-4)
-    assert groups["query_projection/no_decay"]["weight_decay"] == 0.0
-    assert groups["seve/decay"]["weight_decay"] == 0.05
+    assert groups["query_projection/weight"]["lr"] == pytest.approx(1e-5)
+    assert groups["seve/weight"]["lr"] == pytest.approx(1e-4)
+    assert groups["query_projection/bias"]["weight_decay"] == 0.05  # detectron2: biases decay like weights
+    assert groups["seve/weight"]["weight_decay"] == 0.05
     n = sum(p.numel() for g in groups.values() for p in g["params"])
     assert n == trainable_parameters(model)
 

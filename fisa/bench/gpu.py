@@ -54,12 +54,14 @@ def build(variant: str, reduced: bool, device: torch.device):
         cfg = {"backbone": "vit_l14_336", "generator": "swin_b", "num_proposals": 16, "adapter_layers": 2,
                "lora_rank": None, "seve": seve, "prompt_templates": "fcclip",
                "clip": {"model": "fisa-tiny-vit-l", "pretrained": None, "image_size": 64},
-               "generator_config": {"source": "harness", "config": "fisa-tiny-m2f-swin"}}
+               "generator_config": {"source": "harness", "config": "fisa-tiny-m2f-swin"},
+               "synonyms": "average", "void": "learned"}
         return build_model(cfg, variant, cache_dir=None).to(device)
     cfg = {"backbone": "vit_l14_336", "generator": "swin_b", "num_proposals": 100, "adapter_layers": 2,
            "lora_rank": None, "seve": seve, "prompt_templates": "fcclip",
            "clip": {"model": "ViT-L-14-336", "pretrained": None, "image_size": 896},
-           "generator_config": {"source": "hub", "id": "facebook/mask2former-swin-base-coco-panoptic"}}
+           "generator_config": {"source": "hub", "id": "facebook/mask2former-swin-base-coco-panoptic"},
+           "synonyms": "average", "void": "learned"}
     clip = create_clip(cfg["clip"], cache_dir=None, init_seed=0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)

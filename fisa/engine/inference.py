@@ -70,8 +70,8 @@ def predict(outputs: dict, tasks, is_thing: list[bool], eval_cfg: dict) -> dict:
     if "panoptic" in tasks:
         res["panoptic"] = panoptic_inference(
             outputs["mask_logits"], outputs["class_logits"], is_thing,
-            object_mask_threshold=float(eval_cfg.get("object_mask_threshold", 0.0)),
-            overlap_threshold=float(eval_cfg.get("overlap_threshold", 0.8)))
+            object_mask_threshold=float(eval_cfg["object_mask_threshold"]),
+            overlap_threshold=float(eval_cfg["overlap_threshold"]))
     return res
 
 

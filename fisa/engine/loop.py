@@ -63,7 +63,8 @@ class LoopConfig:
     log_every: int = 20
     precision: str = "fp32"          # "bf16" enables autocast on CUDA
     num_workers: int = 0
-    grad_clip: float | None = None
+    # {type: full_model | norm | value | none, value}: see `clip_gradients` (train.grad_clip)
+    grad_clip: dict | None = None
     progress_bar: bool | None = None  # None: a bar only when stderr is a terminal
 
 
@@ -113,6 +114,74 @@ def poly_lr_lambda(iterations: int, power: float = 0.9, warmup: int = 0) -> Call
         w = min(1.0, (step + 1) / warmup) if warmup else 1.0
         return w * (1.0 - min(step, iterations) / max(iterations, 1)) ** power
     return factor
+
+
+LR_SCHEDULES = ("constant", "poly", "multistep")
+
+
+def lr_lambda(schedule: dict, iterations: int) -> Callable[[int], float]:
+    """The lr factor at iteration `step` (a LambdaLR lambda) of `train.lr_schedule`.
+
+    schedule: {type: constant | poly | multistep, warmup_iterations, warmup_factor,
+    poly_power, steps (fractions of `iterations`), gamma}. The decay, as detectron2's
+    solver computes it: constant 1; poly (1 - step/iterations)^poly_power (WarmupPolyLR);
+    multistep gamma^(number of milestones <= step) with milestones round(f x iterations)
+    (WarmupMultiStepLR). It is multiplied, for step < warmup_iterations, by detectron2's
+    linear warm-up factor warmup_factor x (1 - a) + a, a = step / warmup_iterations
+    (warmup_factor 1.0 makes the warm-up a no-op, as in Mask2Former's and MaskCLIP's configs).
+    """
+    kind = schedule["type"]
+    if kind not in LR_SCHEDULES:
+        raise ValueError(f"train.lr_schedule.type: {kind!r} is not one of {LR_SCHEDULES}")
+    warmup, warmup_factor = int(schedule["warmup_iterations"]), float(schedule["warmup_factor"])
+    power, gamma = float(schedule["poly_power"]), float(schedule["gamma"])
+    fractions = [float(f) for f in schedule["steps"]]
+    if any(not 0 < f <= 1 for f in fractions) or fractions != sorted(fractions):
+        raise ValueError(f"train.lr_schedule.steps: expected increasing fractions of the run in (0, 1], got {fractions}")
+    milestones = [round(f * iterations) for f in fractions]
+
+    def factor(step: int) -> float:
+        if kind == "poly":
+            decay = (1.0 - min(step, iterations) / max(iterations, 1)) ** power
+        elif kind == "multistep":
+            decay = gamma ** sum(step >= m for m in milestones)
+        else:
+            decay = 1.0
+        if step < warmup:
+            alpha = step / warmup
+            decay *= warmup_factor * (1 - alpha) + alpha
+        return decay
+    return factor
+
+
+GRAD_CLIP_TYPES = ("full_model", "norm", "value", "none")
+
+
+def clip_gradients(params: list[torch.Tensor], clip: dict | None) -> float:
+    """Clip the gradients of `params` in place as `train.grad_clip` says; returns the L2 norm
+    of all gradients together BEFORE clipping (logged as grad_norm).
+
+    full_model: one L2 norm over all parameters, scaled to `value` (Mask2Former's and MaskCLIP's
+    FullModelGradientClippingOptimizer); norm: each parameter's gradient norm separately
+    (detectron2's CLIP_TYPE "norm"); value: each element to [-value, value] (detectron2's
+    "value"); none (or None): unchanged.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    total = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads])))
+    kind = "none" if clip is None else clip["type"]
+    if kind not in GRAD_CLIP_TYPES:
+        raise ValueError(f"train.grad_clip.type: {kind!r} is not one of {GRAD_CLIP_TYPES}")
+    if kind == "full_model":
+        torch.nn.utils.clip_grad_norm_(params, float(clip["value"]))
+    elif kind == "norm":
+        for p in params:
+            if p.grad is not None:
+                torch.nn.utils.clip_grad_norm_([p], float(clip["value"]))
+    elif kind == "value":
+        torch.nn.utils.clip_grad_value_(params, float(clip["value"]))
+    return total
 
 
 def to_device(obj: Any, device: torch.device) -> Any:
@@ -240,8 +309,7 @@ def train_loop(model: nn.Module, dataset: Dataset, step_fn: Callable[[nn.Module,
                         f"non-finite loss at iteration {it} ({', '.join(f'{k}={v}' for k, v in sums.items())}); "
                         f"the optimizer step was not taken; last good checkpoint: {last_good or 'none'} "
                         f"(lower train.lr, or check the data of this iteration)")
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                grad_norm = clip_gradients(params, cfg.grad_clip)
                 optimizer.step()
                 lr = max(g["lr"] for g in optimizer.param_groups)  # the base lr (backbone groups are scaled down)
                 scheduler.step()
@@ -249,7 +317,7 @@ def train_loop(model: nn.Module, dataset: Dataset, step_fn: Callable[[nn.Module,
                 train_seconds += dt
                 terms_avg = sums
                 if losslog is not None:
-                    losslog.write(it, sums, lr, dt)
+                    losslog.write(it, sums, lr, dt, grad_norm=grad_norm)
                 progress.update(it, sums, lr)
                 done = it + 1
                 stop = all_reduce_any(flag.received is not None, ctx)

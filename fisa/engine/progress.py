@@ -55,8 +55,8 @@ class Progress:
 class LossLog:
     """Appends one row per iteration to a CSV; on resume, rows past the resume point are dropped.
 
-    Columns: iteration, lr, seconds (wall time of the iteration), then the loss terms in
-    the order first seen. Optionally mirrors the terms to TensorBoard.
+    Columns: iteration, lr, grad_norm (before clipping), seconds (wall time of the iteration),
+    then the loss terms in the order first seen. Optionally mirrors the terms to TensorBoard.
     """
 
     def __init__(self, path: str | Path, resume_iteration: int = 0, tensorboard: bool = True):
@@ -73,7 +73,9 @@ class LossLog:
         self._fh = open(self.path, "w", newline="")
         self._writer = None
         if self.fields:
-            self._writer = csv.DictWriter(self._fh, fieldnames=self.fields)
+            if "grad_norm" not in self.fields:  # a log begun before grad_norm was recorded: its rows get ""
+                self.fields.insert(self.fields.index("lr") + 1, "grad_norm")
+            self._writer = csv.DictWriter(self._fh, fieldnames=self.fields, restval="")
             self._writer.writeheader()
             self._writer.writerows(rows)
             self._fh.flush()
@@ -86,9 +88,12 @@ class LossLog:
             except ImportError:  # tensorboard is optional
                 self._tb = None
 
-    def write(self, iteration: int, terms: dict[str, float], lr: float, seconds: float) -> None:
-        """Record one iteration."""
-        row = {"iteration": iteration, "lr": lr, "seconds": round(seconds, 6), **terms}
+    def write(self, iteration: int, terms: dict[str, float], lr: float, seconds: float,
+              grad_norm: float | None = None) -> None:
+        """Record one iteration: lr (of the un-multiplied groups), the gradient L2 norm before
+        clipping (empty when not given), then every loss term."""
+        row = {"iteration": iteration, "lr": lr, "grad_norm": "" if grad_norm is None else grad_norm,
+               "seconds": round(seconds, 6), **terms}
         if self._writer is None:
             self.fields = list(row)
             self._writer = csv.DictWriter(self._fh, fieldnames=self.fields, extrasaction="ignore")
@@ -99,6 +104,8 @@ class LossLog:
             for k, v in terms.items():
                 self._tb.add_scalar(f"train/{k}", v, iteration)
             self._tb.add_scalar("train/lr", lr, iteration)
+            if grad_norm is not None:
+                self._tb.add_scalar("train/grad_norm", grad_norm, iteration)
 
     def close(self) -> None:
         """Flush and close."""

@@ -35,7 +35,7 @@ from fisa.engine import provenance
 from fisa.engine.common import (MODEL_FINAL, RUN_CONFIG, add_run_config_arg, build_run_model, run_main,
                                 setup_logging, split_batch)
 from fisa.engine.distributed import DistContext, barrier, cleanup_distributed, init_distributed
-from fisa.engine.loop import LoopConfig, Preempted, poly_lr_lambda, train_loop, trainable_state_dict
+from fisa.engine.loop import LoopConfig, Preempted, lr_lambda, train_loop, trainable_state_dict
 from fisa.utils.io import atomic_torch_save, atomic_write_json
 
 log = logging.getLogger("fisa.train")
@@ -63,11 +63,17 @@ def training_dataset(resolved: dict):
 
 
 def make_optimizer(model: torch.nn.Module, train_cfg: dict) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters, 0.1x lr for the (partly) trained CLIP backbone."""
+    """AdamW over the trainable parameters: lr x train.backbone_lr_multiplier for the groups in
+    train.backbone_lr_multiplier_applies_to; weight decay per kind (train.weight_decay,
+    weight_decay_bias, weight_decay_norm, weight_decay_embedding). Every value from the config."""
     from fisa.models.parameters import param_groups
 
     groups = param_groups(model, lr=float(train_cfg["lr"]), weight_decay=float(train_cfg["weight_decay"]),
-                          backbone_lr_multiplier=float(train_cfg["backbone_lr_multiplier"]))
+                          backbone_lr_multiplier=float(train_cfg["backbone_lr_multiplier"]),
+                          multiplier_groups=list(train_cfg["backbone_lr_multiplier_applies_to"]),
+                          weight_decay_bias=float(train_cfg["weight_decay_bias"]),
+                          weight_decay_norm=float(train_cfg["weight_decay_norm"]),
+                          weight_decay_embedding=float(train_cfg["weight_decay_embedding"]))
     groups = [g for g in groups if len(list(g["params"]))]
     if not groups:
         raise ValueError("nothing to train: the variant has no trainable parameters")
@@ -83,16 +89,18 @@ class TrainingForward(torch.nn.Module):
     the variant trains it (`text_encoder` in the variant table's `trains`).
     """
 
-    def __init__(self, model: torch.nn.Module, class_names: list[list[str]], loss_weights: dict):
+    def __init__(self, model: torch.nn.Module, class_names: list[list[str]], loss_weights: dict,
+                 no_object_weight: float):
         super().__init__()
         self.model, self.class_names, self.loss_weights = model, class_names, loss_weights
+        self.no_object_weight = no_object_weight
 
     def forward(self, batch) -> dict[str, torch.Tensor]:
         images, targets = split_batch(batch)
         targets = [_drop_crowd(t) for t in targets]  # crowd regions are ignored, as in Mask2Former
         vocabulary = self.model.encode_vocabulary(self.class_names)
         outputs = self.model(images, vocabulary)
-        return self.model.loss(outputs, targets, self.loss_weights)
+        return self.model.loss(outputs, targets, self.loss_weights, no_object_weight=self.no_object_weight)
 
 
 def _forward_step(model, batch):
@@ -223,7 +231,7 @@ def loop_config(resolved: dict, world_size: int = 1, micro_batch: int | None = N
     return LoopConfig(iterations=int(t["iterations"]), global_batch=int(t["batch_size"]), micro_batch=micro,
                       seed=resolved["seed"], checkpoint_every=int(t["checkpoint_every"]),
                       log_every=int(t["log_every"]), precision=t["precision"],
-                      num_workers=int(t["num_workers"]), grad_clip=t["grad_clip"], progress_bar=progress_bar)
+                      num_workers=int(t["num_workers"]), grad_clip=dict(t["grad_clip"]), progress_bar=progress_bar)
 
 
 def _build_and_train(resolved: dict, out: Path, ctx: DistContext, micro_batch: int | None,
@@ -241,9 +249,9 @@ def _build_and_train(resolved: dict, out: Path, ctx: DistContext, micro_batch: i
     transform = train_transform(int(t["crop_size"]), tuple(t["scale_range"]))
     cfg = loop_config(resolved, ctx.world_size, micro_batch, progress_bar)
     optimizer = make_optimizer(model, t)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, poly_lr_lambda(iterations, power=float(t["poly_power"]), warmup=int(t["warmup_iterations"])))
-    result = train_loop(TrainingForward(model, meta.classes, t["loss_weights"]), dataset, _forward_step,
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t["lr_schedule"], iterations))
+    forward = TrainingForward(model, meta.classes, t["loss_weights"], float(t["no_object_weight"]))
+    result = train_loop(forward, dataset, _forward_step,
                         optimizer, scheduler, cfg, out, ctx, transform=transform, collate_fn=collate,
                         checkpoint_extra={"config_hash": train_hash}, on_iteration=attempt.heartbeat)
     return model, result

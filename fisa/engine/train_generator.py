@@ -33,7 +33,7 @@ from fisa.config import load_run_config, write_run_config
 from fisa.engine import provenance
 from fisa.engine.common import RUN_CONFIG, add_run_config_arg, run_main, setup_logging, split_batch
 from fisa.engine.distributed import barrier, cleanup_distributed, init_distributed
-from fisa.engine.loop import LoopConfig, poly_lr_lambda, train_loop, unwrap
+from fisa.engine.loop import LoopConfig, lr_lambda, train_loop, unwrap
 from fisa.utils.io import atomic_write_json
 
 log = logging.getLogger("fisa.train_generator")
@@ -90,12 +90,11 @@ def train_generator(run: dict, output_dir: str | Path | None = None, micro_batch
     micro = int(micro_batch or t["micro_batch_size"] or t["batch_size"] // ctx.world_size)
     cfg = LoopConfig(iterations=iterations, global_batch=int(t["batch_size"]), micro_batch=micro, seed=seed,
                      checkpoint_every=int(t["checkpoint_every"]), log_every=int(t["log_every"]),
-                     precision=t["precision"], num_workers=int(t["num_workers"]), grad_clip=t["grad_clip"])
+                     precision=t["precision"], num_workers=int(t["num_workers"]), grad_clip=dict(t["grad_clip"]))
     lr = float(t["lr"])
     optimizer = torch.optim.AdamW(_param_groups(model, lr, float(t["weight_decay"]),
                                                 float(t["backbone_lr_multiplier"])), lr=lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, poly_lr_lambda(iterations, power=float(t["poly_power"]), warmup=int(t["warmup_iterations"])))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t["lr_schedule"], iterations))
     result = train_loop(model, dataset, generator_step_fn(), optimizer, scheduler, cfg, out / "training", ctx,
                         transform=train_transform(int(t["crop_size"]), tuple(t["scale_range"])), collate_fn=collate)
     if ctx.is_main:

@@ -13,7 +13,8 @@ from fisa.models.loss import DEFAULT_WEIGHTS, set_criterion
 from fisa.models.mask_attention import encode_with_mask_tokens
 from fisa.models.oracle import no_object_logits, oracle_class_logits, oracle_proposals
 from fisa.models.seve import SemanticGuidedAttention, seve_layer_indices
-from fisa.models.text import encode_class_names, prompt_templates, validate_class_names
+from fisa.models.text import (VOID_MODES, VOID_TEXT, apply_synonym_mode, encode_class_names, prompt_templates,
+                              validate_class_names)
 from fisa.models.variants import apply_variant, get_variant, inject_lora
 
 
@@ -41,7 +42,11 @@ class FisaModel(nn.Module):
         self.patch_size = tower.patch_size
         self.num_proposals = int(model_cfg.get("num_proposals", 100))
         self.image_size = model_cfg.get("clip", {}).get("image_size")
-        self.templates = prompt_templates(model_cfg.get("prompt_templates", "fcclip"))
+        self.templates = prompt_templates(model_cfg["prompt_templates"])
+        self.synonyms, self.void = model_cfg["synonyms"], model_cfg["void"]  # docs/choices.md
+        apply_synonym_mode([["a"]], self.synonyms)  # fail early on an unknown mode
+        if self.void not in VOID_MODES:
+            raise ValueError(f"model.void: {self.void!r} is not one of {VOID_MODES}")
         seve_cfg = model_cfg.get("seve") or {}
         self.seve = nn.ModuleDict()
         self.distribution_adapter = None
@@ -68,6 +73,8 @@ class FisaModel(nn.Module):
         if self.spec.lora:
             inject_lora(visual, model_cfg.get("lora_rank"))
         apply_variant(self, self.spec)
+        if self.void != "learned":  # the void class is CLIP's text for "other": nothing to learn
+            self.no_object_embedding.requires_grad_(False)
         self.train(False)
 
     # ----------------------------------------------------------------- modes
@@ -98,7 +105,7 @@ class FisaModel(nn.Module):
         """Text embeddings [C, D] of a vocabulary (synonym lists), prompt templates averaged,
         L2-normalised. Cached per vocabulary; recomputed with gradients only while the text tower
         trains (a variant whose `trains` has text_encoder, in train mode)."""
-        class_names = validate_class_names(class_names)
+        class_names = apply_synonym_mode(validate_class_names(class_names), self.synonyms)
         if self.text_trainable and self.training and torch.is_grad_enabled():
             return encode_class_names(self.clip, self.tokenizer, class_names, self.templates)
         key = (str(self.clip_mean.device), tuple(tuple(s) for s in class_names))  # survives model.to(device)
@@ -134,10 +141,17 @@ class FisaModel(nn.Module):
 
     def classify(self, region_embeddings: torch.Tensor, vocabulary: torch.Tensor) -> torch.Tensor:
         """region_embeddings [B, Q, D], vocabulary [C, D] -> class logits [B, Q, C+1] (cosine x logit scale;
-        last = no object)."""
+        last = no object). model.void "learned": the no-object logit uses `no_object_embedding`;
+        "other_text": in training, the text embedding of "other" (MaskCLIP's void class), in
+        evaluation no void class at all (logit -inf), as MaskCLIP evaluates without "other"."""
         r = F.normalize(region_embeddings, dim=-1)
         logits = r @ vocabulary.to(r.dtype).T
-        void = r @ self.no_object_embedding.to(r.dtype)
+        if self.void == "learned":
+            void = r @ self.no_object_embedding.to(r.dtype)
+        elif self.training:
+            void = r @ self.encode_vocabulary([[VOID_TEXT]])[0].to(r.dtype)
+        else:
+            void = torch.full(r.shape[:-1], float("-inf"), device=r.device, dtype=r.dtype)
         return self.logit_scale * torch.cat([logits, void.unsqueeze(-1)], dim=-1)
 
     def forward(self, images: torch.Tensor, vocabulary: torch.Tensor, proposals: torch.Tensor | None = None,
@@ -172,9 +186,12 @@ class FisaModel(nn.Module):
         return {"mask_logits": mask_logits, "class_logits": class_logits,
                 "region_embeddings": enc["region_embeddings"], "proposals": proposals}
 
-    def loss(self, outputs: dict, targets: list[dict], weights: dict | None = None) -> dict[str, torch.Tensor]:
-        """Eq. 6 (see loss.py): {loss_ce, loss_dice, loss_bce, loss}; weights default {ce: 2, dice: 5, bce: 5}."""
-        return set_criterion(outputs, targets, weights or DEFAULT_WEIGHTS)
+    def loss(self, outputs: dict, targets: list[dict], weights: dict | None = None,
+             no_object_weight: float | None = None) -> dict[str, torch.Tensor]:
+        """Eq. 6 (see loss.py): {loss_ce, loss_dice, loss_bce, loss}; weights default {ce: 2, dice: 5, bce: 5};
+        no_object_weight: CE weight of the no-object class (the engine passes train.no_object_weight)."""
+        extra = {} if no_object_weight is None else {"no_object_weight": no_object_weight}
+        return set_criterion(outputs, targets, weights or DEFAULT_WEIGHTS, **extra)
 
     # ----------------------------------------------------------------- notebook API
     @torch.no_grad()

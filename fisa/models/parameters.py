@@ -13,8 +13,6 @@ from fisa.models.variants import is_query_projection, is_text_tower
 
 GROUPS = ("query_projection", "seve", "distribution_adapter", "no_object", "lora",
           "clip_visual", "text_encoder", "mask_generator")
-# New parameters train at the base lr; pre-trained ones at lr x backbone_lr_multiplier.
-NEW_GROUPS = ("seve", "distribution_adapter", "no_object", "lora")
 
 
 def parameter_group(name: str) -> str:
@@ -61,24 +59,57 @@ def trainable_by_group(model: nn.Module) -> dict[str, int]:
     return out
 
 
-def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_lr_multiplier: float) -> list[dict]:
+# Module types whose parameters count as "norm" for weight decay (detectron2's list in
+# Mask2Former's and MaskCLIP's train_net.py build_optimizer; subclasses such as open_clip's
+# LayerNorm included).
+NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm,
+              nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm, nn.LocalResponseNorm)
+PRETRAINED_GROUPS = ("query_projection", "clip_visual", "text_encoder", "mask_generator")
+
+
+def decay_kind(module: nn.Module, param_name: str) -> str:
+    """How weight decay treats a parameter: "norm" (of a normalisation layer), "embedding"
+    (an nn.Embedding table), "bias" (any other parameter named bias), else "weight"."""
+    if isinstance(module, NORM_TYPES):
+        return "norm"
+    if isinstance(module, nn.Embedding):
+        return "embedding"
+    return "bias" if param_name == "bias" else "weight"
+
+
+def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_lr_multiplier: float, *,
+                 multiplier_groups: tuple[str, ...] | list[str] = PRETRAINED_GROUPS,
+                 weight_decay_bias: float | None = None, weight_decay_norm: float = 0.0,
+                 weight_decay_embedding: float = 0.0) -> list[dict]:
     """AdamW parameter groups over the trainable parameters only.
 
-    lr: SEVE, adapter, no-object embedding and LoRA factors (new); lr x backbone_lr_multiplier:
-    query projections, CLIP visual, text tower, generator (pre-trained). Weight decay is 0 for
-    tensors with < 2 dims (biases, norms, embeddings vectors), `weight_decay` otherwise.
-    Each group carries a "name" ("<group>/<decay|no_decay>") for logging.
+    lr x backbone_lr_multiplier for parameters in `multiplier_groups` (groups of GROUPS;
+    train.backbone_lr_multiplier_applies_to), lr for the others. Weight decay by kind
+    (`decay_kind`): `weight_decay` for weights, `weight_decay_bias` for biases (None: same
+    as weights, detectron2's WEIGHT_DECAY_BIAS), `weight_decay_norm` for normalisation layers
+    and `weight_decay_embedding` for nn.Embedding tables (detectron2/Mask2Former: 0 and 0).
+    Each group carries a "name" ("<group>/<kind>") for logging.
     """
+    unknown = sorted(set(multiplier_groups) - set(GROUPS))
+    if unknown:
+        raise ValueError(f"train.backbone_lr_multiplier_applies_to: unknown groups {unknown} (known: {list(GROUPS)})")
+    decay = {"weight": weight_decay, "bias": weight_decay if weight_decay_bias is None else weight_decay_bias,
+             "norm": weight_decay_norm, "embedding": weight_decay_embedding}
     buckets: dict[str, dict] = {}
-    for n, p in named_trainable_parameters(model):
-        group = parameter_group(n)
-        decay = p.ndim >= 2
-        key = f"{group}/{'decay' if decay else 'no_decay'}"
-        if key not in buckets:
-            buckets[key] = {"name": key, "params": [],
-                            "lr": lr if group in NEW_GROUPS else lr * backbone_lr_multiplier,
-                            "weight_decay": weight_decay if decay else 0.0}
-        buckets[key]["params"].append(p)
+    seen: set[int] = set()
+    for module_name, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:  # a shared tensor joins one group only
+                continue
+            seen.add(id(p))
+            group = parameter_group(f"{module_name}.{pname}" if module_name else pname)
+            kind = decay_kind(module, pname)
+            key = f"{group}/{kind}"
+            if key not in buckets:
+                buckets[key] = {"name": key, "params": [],
+                                "lr": lr * backbone_lr_multiplier if group in multiplier_groups else lr,
+                                "weight_decay": decay[kind]}
+            buckets[key]["params"].append(p)
     return list(buckets.values())
 
 

@@ -24,14 +24,15 @@ def semantic_inference(mask_logits: torch.Tensor, class_logits: torch.Tensor) ->
 
 
 def panoptic_inference(mask_logits: torch.Tensor, class_logits: torch.Tensor, is_thing: list[bool],
-                       object_mask_threshold: float = 0.0, overlap_threshold: float = 0.8):
+                       object_mask_threshold: float, overlap_threshold: float):
     """Mask2Former panoptic merging -> (panoptic_seg int32 [h, w] (0 = void), segments_info).
 
     Proposals whose top class is "no object" or whose score is <= `object_mask_threshold` are
     dropped; each pixel goes to the kept proposal with the highest score x mask probability;
     a segment keeps its pixels only if they are >= `overlap_threshold` of its own (p >= 0.5) area;
     stuff segments of the same class are merged. segments_info: list of {id, category_id
-    (contiguous index), isthing, score}.
+    (contiguous index), isthing, score}. Both thresholds come from the config
+    (eval.object_mask_threshold, eval.overlap_threshold; their sources in docs/choices.md).
     """
     num_classes = class_logits.shape[-1] - 1
     if len(is_thing) != num_classes:

@@ -25,7 +25,8 @@ def summary_config(clip: str, lora_rank: int | None = None, adapter_layers: int 
             "adapter_layers": adapter_layers, "lora_rank": lora_rank,
             "seve": {"layers": seve_layers, "residual": seve_residual}, "prompt_templates": "single",
             "clip": {"model": clip, "pretrained": None, "image_size": None},
-            "generator_config": {"source": "harness", "config": generator}}
+            "generator_config": {"source": "harness", "config": generator},
+            "synonyms": "average", "void": "learned"}  # text side: no effect on parameter counts
 
 
 def summarize(model_cfg: dict, variant: str) -> dict:

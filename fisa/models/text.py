@@ -20,7 +20,7 @@ def _all_templates() -> dict[str, list[str]]:
 
 
 def prompt_templates(name_or_list: str | list[str]) -> list[str]:
-    """Templates by name from `prompt_templates.json` ("fcclip", "single"), or a literal list."""
+    """Templates by name from `prompt_templates.json` ("name_only", "fcclip", "single"), or a literal list."""
     if isinstance(name_or_list, (list, tuple)):
         templates = list(name_or_list)
     else:
@@ -33,6 +33,24 @@ def prompt_templates(name_or_list: str | list[str]) -> list[str]:
     if not templates or bad:
         raise ValueError(f"model.prompt_templates: every template needs one '{{}}', got {bad or templates!r}")
     return templates
+
+
+SYNONYM_MODES = ("average", "first", "joined")
+VOID_MODES = ("learned", "other_text")
+VOID_TEXT = "other"  # MaskCLIP's void class name (maskclip/utils/get_vocab.py)
+
+
+def apply_synonym_mode(class_names: list[list[str]], mode: str) -> list[list[str]]:
+    """The names each class is encoded with (model.synonyms): "average" keeps every synonym
+    (their embeddings are averaged, FC-CLIP); "first" keeps the display name; "joined" makes one
+    name "syn1, syn2, ..." (MaskCLIP tokenizes the dataset's unsplit name, e.g. "road, route")."""
+    if mode == "average":
+        return class_names
+    if mode == "first":
+        return [[syns[0]] for syns in class_names]
+    if mode == "joined":
+        return [[", ".join(syns)] for syns in class_names]
+    raise ValueError(f"model.synonyms: {mode!r} is not one of {SYNONYM_MODES}")
 
 
 def validate_class_names(class_names) -> list[list[str]]:

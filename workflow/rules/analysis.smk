@@ -116,7 +116,7 @@ for _target in TARGETS:
                 metrics=f"{RESULTS}/metrics/{_target}.csv",
                 per_class=f"{RESULTS}/per_class/{_target}.csv",
                 # Figures may read the runs themselves (loss curves, qualitative predictions).
-                runs=[f"{run_dir(e, s)}/done.json" for e in target_experiments(_target) for s in seeds_of(e)],
+                runs=[f"{trained_run(e, s)}/done.json" for e in target_experiments(_target) for s in seeds_of(e)],
                 config=ancient(EFFECTIVE_CONFIG),   # --config of ENGINE_ARGS (written by rule effective_config)
             params:
                 target=_target,

@@ -10,8 +10,8 @@ from pathlib import Path
 import yaml
 from snakemake.exceptions import WorkflowError
 
-from fisa.config import (ConfigError, config_hash, experiment_names, generator_run_config, preset_name,
-                         resources_for, run_config, run_dir_of, validate_config, write_run_config)
+from fisa.config import (ConfigError, config_hash, experiment_names, generator_run_config, is_optional,
+                         preset_name, resources_for, run_config, run_dir_of, validate_config, write_run_config)
 
 # Paths of the repository (not of --directory): the schema and the targets travel with the code.
 REPO = Path(workflow.basedir)
@@ -47,12 +47,21 @@ RESULTS = f"results/{PRESET}"
 # file the programs read.
 try:
     RESOLVED = {
-        (name, seed): run_config(config, name, PRESET, seed, run_dir_of(PRESET, name, seed))
+        # an evaluation-only experiment (`weights_from`) reads the run folder of the one it names
+        (name, seed): run_config(config, name, PRESET, seed,
+                                 run_dir_of(PRESET, config["experiments"][name].get("weights_from", name), seed))
         for name in experiment_names(config, include_optional=True)
         for seed in config["experiments"][name].get("seeds", config["seeds"])
     }
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
+for (_name, _seed), _r in RESOLVED.items():
+    _source = config["experiments"][_name].get("weights_from")
+    if _source is not None and (_source not in config["experiments"] or (_source, _seed) not in RESOLVED
+                                or config_hash(_r, ("variant", "model", "train"))
+                                != config_hash(RESOLVED[(_source, _seed)], ("variant", "model", "train"))):
+        raise WorkflowError(f"experiments.{_name}.weights_from: {_source!r} must be an experiment with the same "
+                            f"variant, model and train config (and seeds); only eval.* may differ")
 _any = next(iter(RESOLVED.values()))
 DATA_ROOT = _any["data_root"].rstrip("/")   # $DETECTRON2_DATASETS applies (paper preset)
 CACHE_DIR = _any["cache_dir"].rstrip("/")
@@ -134,7 +143,7 @@ def resolved(experiment, seed=None):
 
 def in_scope(experiment):
     """Non-optional experiments always; optional ones with --config with_optional=true."""
-    return WITH_OPTIONAL or not config["experiments"][experiment].get("optional", False)
+    return WITH_OPTIONAL or not is_optional(config["experiments"][experiment], PRESET)
 
 
 def target_experiments(target):
@@ -153,6 +162,12 @@ def data_marker(dataset, stage="prepare"):
 
 def run_dir(experiment, seed):
     return f"{RESULTS}/runs/{experiment}/seed{seed}"
+
+
+def trained_run(experiment, seed):
+    """The run folder whose weights `experiment` evaluates: its own, or that of the experiment
+    named by its `weights_from` (evaluation-only choices, e.g. the panoptic thresholds)."""
+    return run_dir(config["experiments"][experiment].get("weights_from", experiment), seed)
 
 
 def eval_json(experiment, seed, dataset):

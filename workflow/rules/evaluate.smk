@@ -6,7 +6,7 @@ rule evaluate:
     output:
         f"{RESULTS}/eval/{{experiment}}/seed{{seed}}/{{dataset}}.json",
     input:
-        run=f"{RESULTS}/runs/{{experiment}}/seed{{seed}}/done.json",
+        run=lambda wc: f"{trained_run(wc.experiment, wc.seed)}/done.json",
         data=lambda wc: data_marker(wc.dataset),
         run_config=lambda wc: run_config_path(wc.experiment, wc.seed),
     params:
