@@ -77,16 +77,18 @@ class TrainingForward(torch.nn.Module):
     the variant adapts it (adapt_text_encoder).
     """
 
-    def __init__(self, model: torch.nn.Module, class_names: list[list[str]], loss_weights: dict):
+    def __init__(self, model: torch.nn.Module, class_names: list[list[str]], loss_weights: dict,
+                 criterion: dict | None = None):
         super().__init__()
         self.model, self.class_names, self.loss_weights = model, class_names, loss_weights
+        self.criterion = criterion  # train.criterion (point | dense); None = dense
 
     def forward(self, batch) -> dict[str, torch.Tensor]:
         images, targets = split_batch(batch)
         targets = [_drop_crowd(t) for t in targets]  # crowd regions are ignored, as in Mask2Former
         vocabulary = self.model.encode_vocabulary(self.class_names)
         outputs = self.model(images, vocabulary)
-        return self.model.loss(outputs, targets, self.loss_weights)
+        return self.model.loss(outputs, targets, self.loss_weights, self.criterion)
 
 
 def _forward_step(model, batch):
@@ -209,7 +211,7 @@ def _build_and_train(resolved: dict, out: Path, ctx: DistContext, micro_batch: i
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, poly_lr_lambda(iterations, power=float(t.get("poly_power", 0.9)),
                                   warmup=int(t.get("warmup_iterations", 0))))
-    result = train_loop(TrainingForward(model, meta.classes, t["loss_weights"]), dataset, _forward_step,
+    result = train_loop(TrainingForward(model, meta.classes, t["loss_weights"], t["criterion"]), dataset, _forward_step,
                         optimizer, scheduler, cfg, out, ctx, transform=transform, collate_fn=collate,
                         checkpoint_extra={"config_hash": train_hash}, on_iteration=attempt.heartbeat)
     return model, result
