@@ -216,7 +216,7 @@ def test_point_criterion_is_reproducible_draws_its_points_and_trains():
     assert all(torch.equal(outs[0][k], outs[1][k]) for k in ("loss_dice", "loss_bce", "loss"))
     other = set_criterion({"mask_logits": mask_logits, "class_logits": class_logits}, targets, criterion=POINT,
                           generator=torch.Generator().manual_seed(8))
-    assert float(other["loss_bce"]) != float(outs[0]["loss_bce"].detach())
+    assert float(other["loss_bce"].detach()) != float(outs[0]["loss_bce"].detach())
     dense = set_criterion({"mask_logits": mask_logits, "class_logits": class_logits}, targets,
                           criterion={"type": "dense"})
     assert float(dense["loss_bce"]) != float(outs[0]["loss_bce"])
