@@ -11,7 +11,7 @@ from fisa.models.eva_backbone import EvaSplitAttention, split_eva_attention
 from fisa.models.mask_attention import encode_with_mask_tokens
 from fisa.models.parameters import param_groups, trainable_by_group
 
-from test_models_mask_attention import model_cfg
+from test_models_mask_attention import PATCH_MASK, model_cfg
 
 EVA = {"model": "fisa-tiny-eva", "pretrained": None, "image_size": 64}
 
@@ -39,7 +39,7 @@ def test_eva_split_and_mask_tokens_keep_clip_path(eva_pair):
     masks[:, 0] = 3.0  # whole image
     masks[:, 1, :5, :5] = 3.0
     with torch.no_grad():
-        enc = encode_with_mask_tokens(ours.visual, pixels, masks)
+        enc = encode_with_mask_tokens(ours.visual, pixels, masks, PATCH_MASK)
         ref_cls = ref.visual(pixels)
         ref_tokens = ref.visual.trunk.forward_features(pixels)
     torch.testing.assert_close(enc["cls_embedding"], ref_cls, atol=1e-5, rtol=1e-5)

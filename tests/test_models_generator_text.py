@@ -116,7 +116,7 @@ def test_frozen_parts_independent_of_training_seed():
     assert torch.equal(a.clip.visual.conv1.weight, b.clip.visual.conv1.weight)
     ga, gb = dict(a.generator.named_parameters()), dict(b.generator.named_parameters())
     assert all(torch.equal(ga[k], gb[k]) for k in ga)
-    assert not torch.equal(a.seve["2"].g_q.weight, b.seve["2"].g_q.weight)  # new parts follow the seed
+    assert not torch.equal(a.seve["shared"].g_q.weight, b.seve["shared"].g_q.weight)  # new parts follow the seed
     c = build_model({**model_cfg(), "init_seed": 5}, "fisa")
     assert not torch.equal(a.clip.visual.conv1.weight, c.clip.visual.conv1.weight)
 

@@ -1,6 +1,7 @@
 """Mask tokens on open_clip's VisionTransformer: CLIP's own path unchanged, Eq. 5 masking, no NaN."""
 import json
 
+import numpy as np
 import open_clip
 import pytest
 import torch
@@ -11,11 +12,13 @@ from fisa.models.clip_backbone import SplitAttention, create_clip, interpolated_
 from fisa.models.mask_attention import encode_with_mask_tokens, mask_token_block, patch_attention_mask
 
 TINY = {"model": "fisa-tiny-vit-l", "pretrained": None, "image_size": 64}
+PATCH_MASK = {"rule": "maskclip", "threshold": 0.5}
 
 
 def model_cfg(**over):
     cfg = {"backbone": "vit_l14_336", "generator": "swin_b", "num_proposals": 16, "adapter_layers": 2,
-           "lora_rank": None, "seve": {"layers": "last_half", "residual": True}, "prompt_templates": "single",
+           "lora_rank": None, "seve": {"layers": "all", "shared": True, "qk_dim": 12, "residual": True},
+           "patch_mask": dict(PATCH_MASK), "prompt_templates": "single",
            "clip": dict(TINY), "generator_config": {"source": "harness", "config": "fisa-tiny-m2f-swin"},
            "synonyms": "average", "void": "learned"}
     cfg.update(over)
@@ -54,7 +57,7 @@ def test_cls_and_image_tokens_equal_plain_open_clip(clip_pair):
     pixels = torch.randn(2, 3, 64, 64)
     masks = torch.randn(2, 5, 16, 16)
     with torch.no_grad():
-        enc = encode_with_mask_tokens(ours.visual, pixels, masks)
+        enc = encode_with_mask_tokens(ours.visual, pixels, masks, PATCH_MASK)
         ref_cls = ref.visual(pixels)
         ref_tokens = ref.visual.transformer(ref.visual._embeds(pixels))
         plain_split = ours.visual(pixels)  # open_clip's own forward on the split model still works
@@ -71,7 +74,7 @@ def test_whole_image_mask_equals_cls_and_empty_mask_is_finite(clip_pair):
     masks[:, 0] = 5.0  # whole image
     masks[:, 2, :4, :4] = 5.0  # one corner; mask 1 stays empty
     with torch.no_grad():
-        enc = encode_with_mask_tokens(ours.visual, pixels, masks)
+        enc = encode_with_mask_tokens(ours.visual, pixels, masks, PATCH_MASK)
     torch.testing.assert_close(enc["region_embeddings"][:, 0], enc["cls_embedding"], atol=1e-5, rtol=1e-5)
     assert torch.isfinite(enc["region_embeddings"]).all()
     assert not torch.allclose(enc["region_embeddings"][:, 2], enc["cls_embedding"], atol=1e-3)
@@ -80,7 +83,7 @@ def test_whole_image_mask_equals_cls_and_empty_mask_is_finite(clip_pair):
 def test_patch_attention_mask_eq5():
     masks = torch.full((1, 2, 16, 16), -1.0)
     masks[0, 0, 5, 9] = 1.0  # one pixel -> the patch holding it (grid 4x4, 4x4 pixels per patch)
-    keep = patch_attention_mask(masks, (4, 4))
+    keep = patch_attention_mask(masks, (4, 4), (4, 4), PATCH_MASK)
     assert keep.shape == (1, 2, 17)
     assert keep[0, :, 0].all()  # [CLS] always visible
     expected = torch.zeros(16, dtype=torch.bool)
@@ -126,8 +129,8 @@ def test_pixels_outside_mask_do_not_change_its_embedding_single_layer(tmp_path):
     img2 = img.clone()
     img2[..., 32:, 32:] = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
-        a = encode_with_mask_tokens(clip.visual, img, mask)["region_embeddings"]
-        b = encode_with_mask_tokens(clip.visual, img2, mask)["region_embeddings"]
+        a = encode_with_mask_tokens(clip.visual, img, mask, PATCH_MASK)["region_embeddings"]
+        b = encode_with_mask_tokens(clip.visual, img2, mask, PATCH_MASK)["region_embeddings"]
     torch.testing.assert_close(a[0, 0], b[0, 0], atol=1e-6, rtol=1e-6)
     assert not torch.allclose(a[0, 1], b[0, 1], atol=1e-4)
 
@@ -158,3 +161,110 @@ def test_model_runs_at_other_sizes_and_rejects_bad_input():
         model(torch.rand(3, 64, 64), vocab)
     with pytest.raises(ValueError, match="vocabulary"):
         model(torch.rand(1, 3, 64, 64), vocab[0])
+
+
+def reference_bilinear(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a [h, w] array to `size` with half-pixel centres (align_corners=False) and
+    edge clamping, written out: output pixel i reads source position (i + 0.5) * h / H - 0.5."""
+    h, w = a.shape
+
+    def axis(n_in, n_out):
+        src = np.maximum((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0.0)
+        i0 = np.minimum(np.floor(src).astype(int), n_in - 1)
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        return i0, i1, src - i0
+
+    y0, y1, wy = axis(h, size[0])
+    x0, x1, wx = axis(w, size[1])
+    top = a[y0][:, x0] * (1 - wx) + a[y0][:, x1] * wx
+    bottom = a[y1][:, x0] * (1 - wx) + a[y1][:, x1] * wx
+    return top * (1 - wy[:, None]) + bottom * wy[:, None]
+
+
+def reference_patch_mask(logits: np.ndarray, grid, patch, threshold=0.5) -> np.ndarray:
+    """MaskCLIP's rule from its description: upsample the mask logits to the CLIP input
+    (grid * patch pixels), keep pixels with sigmoid >= threshold, and let a patch through when any of
+    its pixels is kept. logits [Q, h, w] -> bool [Q, 1 + gh*gw] ([CLS] first, always True)."""
+    gh, gw = grid
+    out = np.zeros((logits.shape[0], 1 + gh * gw), dtype=bool)
+    out[:, 0] = True
+    for qi, lg in enumerate(logits.astype(np.float64)):
+        up = reference_bilinear(lg, (gh * patch, gw * patch))
+        pixels = 1.0 / (1.0 + np.exp(-up)) >= threshold
+        for r in range(gh):
+            for c in range(gw):
+                out[qi, 1 + r * gw + c] = pixels[r * patch:(r + 1) * patch, c * patch:(c + 1) * patch].any()
+    return out
+
+
+def _blob_logits(q, h, w, seed):
+    """Smooth-ish random masks: a few positive ellipses on a negative background, plus a region of
+    logits exactly 0 (sigmoid exactly 0.5: inside by MaskCLIP's >= 0.5)."""
+    g = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    out = np.full((q, h, w), -3.0)
+    for qi in range(q):
+        for _ in range(2):
+            cy, cx = g.uniform(0, h), g.uniform(0, w)
+            ry, rx = g.uniform(h / 30, h / 6), g.uniform(w / 30, w / 6)
+            out[qi] += 6.0 * (((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1)
+    out[0, h // 2:h // 2 + 3, w // 3:w // 3 + 3] = 0.0  # a plateau at the threshold itself
+    return out
+
+
+def test_patch_mask_maskclip_rule_at_a_non_integer_ratio():
+    # 200x267 logits -> 64x64 patches of 14 px (896 px CLIP input): 3.125 x 4.17 logits per patch
+    logits = _blob_logits(4, 200, 267, seed=0)
+    logits[1] = -3.0  # an empty mask
+    keep = patch_attention_mask(torch.from_numpy(logits).float()[None], (64, 64), (14, 14), PATCH_MASK)
+    ref = reference_patch_mask(logits, (64, 64), 14)
+    assert keep.shape == (1, 4, 1 + 64 * 64)
+    assert np.array_equal(keep[0].numpy(), ref)
+    assert ref[1, 1:].sum() == 0 and ref[0, 1:].sum() > 0
+    # the plateau of exact zeros alone is inside (sigmoid 0.5 >= 0.5)
+    flat = np.full((1, 200, 267), -3.0)
+    flat[0, 100:103, 89:92] = 0.0
+    keep_flat = patch_attention_mask(torch.from_numpy(flat).float()[None], (64, 64), (14, 14), PATCH_MASK)
+    assert keep_flat[0, 0, 1:].any() and np.array_equal(keep_flat[0].numpy(), reference_patch_mask(flat, (64, 64), 14))
+
+
+def test_patch_mask_rules_differ_at_non_integer_ratios_and_threshold_is_a_probability():
+    # adaptive max pooling (the harness's earlier rule) dilates: its bins overlap when 200/64 is not an integer
+    logits = torch.from_numpy(_blob_logits(4, 200, 267, seed=1)).float()[None]
+    maskclip = patch_attention_mask(logits, (64, 64), (14, 14), PATCH_MASK)
+    adaptive = patch_attention_mask(logits, (64, 64), (14, 14), {"rule": "adaptive_max", "threshold": 0.5})
+    assert (adaptive | maskclip).sum() > maskclip.sum()
+    # its own rule: bin i spans floor(i*h/g) .. ceil((i+1)*h/g)
+    lg = logits[0, 2].numpy()
+    rows = [(int(np.floor(i * 200 / 64)), int(np.ceil((i + 1) * 200 / 64))) for i in range(64)]
+    cols = [(int(np.floor(j * 267 / 64)), int(np.ceil((j + 1) * 267 / 64))) for j in range(64)]
+    ref = np.array([[lg[r0:r1, c0:c1].max() >= 0 for (c0, c1) in cols] for (r0, r1) in rows])
+    assert np.array_equal(adaptive[0, 2, 1:].numpy(), ref.ravel())
+    # a higher threshold keeps fewer patches; exactly the reference at that threshold
+    strict = patch_attention_mask(logits, (64, 64), (14, 14), {"rule": "maskclip", "threshold": 0.9})
+    assert np.array_equal(strict[0].numpy(), reference_patch_mask(logits[0].numpy(), (64, 64), 14, 0.9))
+    assert strict.sum() < maskclip.sum()
+    with pytest.raises(ValueError, match="model.patch_mask.rule"):
+        patch_attention_mask(logits, (64, 64), (14, 14), {"rule": "nearest", "threshold": 0.5})
+    with pytest.raises(ValueError, match="model.patch_mask.threshold"):
+        patch_attention_mask(logits, (64, 64), (14, 14), {"rule": "maskclip", "threshold": 0.0})
+
+
+def test_patch_mask_in_a_padded_batch():
+    """Image 0 fills the 120x100 canvas; image 1 (72x60 logits) is zero-padded at the bottom/right,
+    where the generator's logits are negative. Each image's mask is its own, whatever the batch."""
+    canvas = _blob_logits(3, 120, 100, seed=2)
+    small = _blob_logits(3, 72, 60, seed=3)
+    padded = np.full((3, 120, 100), -4.0)
+    padded[:, :72, :60] = small
+    batch = torch.from_numpy(np.stack([canvas, padded])).float()
+    grid, patch = (15, 12), 8  # 120 x 96 px CLIP input: 8x8.33 logits per patch
+    keep = patch_attention_mask(batch, grid, (patch, patch), PATCH_MASK)
+    for b, arr in enumerate((canvas, padded)):
+        assert np.array_equal(keep[b].numpy(), reference_patch_mask(arr, grid, patch))
+        alone = patch_attention_mask(batch[b:b + 1], grid, (patch, patch), PATCH_MASK)
+        assert torch.equal(alone[0], keep[b])
+    # patches wholly inside image 1's padding are never attended (its masks are 72/120 x 60/100 of the frame)
+    kp = keep[1, :, 1:].view(3, 15, 12)
+    assert not kp[:, 10:, :].any() and not kp[:, :, 8:].any()
+    assert kp[:, :9, :7].any()

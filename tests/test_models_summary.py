@@ -12,10 +12,24 @@ def test_summary_json_tiny(capsys):
     out = json.loads(capsys.readouterr().out)
     groups = out["trainable_by_group"]
     assert groups["query_projection"] == 4 * (64 * 64 + 64)
-    # SEVE in the last half (2 of 4 blocks): g_q W->W, g_k and g_v D->W (D = 64)
-    assert groups["seve"] == 2 * ((64 * 64 + 64) + 2 * (64 * 64 + 64))
+    # the paper preset's SEVE: one shared g for all blocks, q/k 192 wide: g_q W->192, g_k D->192, g_v D->W
+    assert out["seve"] == {"layers": "all", "shared": True, "qk_dim": 192, "residual": True}
+    assert groups["seve"] == 2 * (64 * 192 + 192) + (64 * 64 + 64)
     assert out["trainable_parameters"] == sum(groups.values())
     assert out["total_parameters"] > out["trainable_parameters"]
+
+
+def test_summary_seve_designs_from_flags_and_presets(capsys):
+    # the earlier design: SEVE in the last half (2 of 4 blocks), one full-width g per block
+    assert main(["--clip", "fisa-tiny-vit-l", "--variant", "fisa", "--json", "--seve-layers", "last_half",
+                 "--no-seve-shared", "--seve-qk-dim", "full"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["trainable_by_group"]["seve"] == 2 * ((64 * 64 + 64) + 2 * (64 * 64 + 64))
+    assert main(["--clip", "fisa-tiny-vit-l", "--variant", "fisa", "--json", "--preset", "small"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["seve"]["qk_dim"] == 12 and out["trainable_by_group"]["seve"] == 2 * (64 * 12 + 12) + 64 * 64 + 64
+    assert main(["--clip", "fisa-tiny-vit-l", "--variant", "fisa", "--preset", "huge"]) == 2
+    assert "--preset" in capsys.readouterr().err
 
 
 def test_summary_errors(capsys):
@@ -35,7 +49,11 @@ def test_vit_l_14_336_fisa_forward_at_336px():
     from fisa.models.parameters import trainable_by_group
 
     model = build_model(cfg, "fisa")
-    assert trainable_by_group(model)["query_projection"] == 24 * (1024 * 1024 + 1024) == 25_190_400
+    groups = trainable_by_group(model)
+    assert groups["query_projection"] == 24 * (1024 * 1024 + 1024) == 25_190_400
+    # the paper's "26M" (line 138): shared SEVE g, q/k 192 wide (docs/models.md)
+    assert groups["seve"] == (1024 * 192 + 192) + (768 * 192 + 192) + (768 * 1024 + 1024) == 1_131_904
+    assert 25_500_000 <= sum(groups.values()) == 26_323_225 <= 26_500_000
     vocab = model.encode_vocabulary([["cat"], ["dog"], ["sky"]])
     masks = torch.full((1, 4, 84, 84), -1.0)
     masks[0, 0] = 1.0

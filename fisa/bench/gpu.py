@@ -49,16 +49,19 @@ def build(variant: str, reduced: bool, device: torch.device):
     from fisa.models.fisa_model import FisaModel
     from fisa.models.text import get_tokenizer
 
-    seve = {"layers": "last_half", "residual": True}
+    from fisa.models.summary import preset_model_defaults
+
+    model_defaults = preset_model_defaults("small" if reduced else "paper")  # SEVE design, Eq. 5 rule
+    seve, patch_mask = model_defaults["seve"], model_defaults["patch_mask"]
     if reduced:
         cfg = {"backbone": "vit_l14_336", "generator": "swin_b", "num_proposals": 16, "adapter_layers": 2,
-               "lora_rank": None, "seve": seve, "prompt_templates": "fcclip",
+               "lora_rank": None, "seve": seve, "patch_mask": patch_mask, "prompt_templates": "fcclip",
                "clip": {"model": "fisa-tiny-vit-l", "pretrained": None, "image_size": 64},
                "generator_config": {"source": "harness", "config": "fisa-tiny-m2f-swin"},
                "synonyms": "average", "void": "learned"}
         return build_model(cfg, variant, cache_dir=None).to(device)
     cfg = {"backbone": "vit_l14_336", "generator": "swin_b", "num_proposals": 100, "adapter_layers": 2,
-           "lora_rank": None, "seve": seve, "prompt_templates": "fcclip",
+           "lora_rank": None, "seve": seve, "patch_mask": patch_mask, "prompt_templates": "fcclip",
            "clip": {"model": "ViT-L-14-336", "pretrained": None, "image_size": 896},
            "generator_config": {"source": "hub", "id": "facebook/mask2former-swin-base-coco-panoptic"},
            "synonyms": "average", "void": "learned"}
@@ -140,8 +143,11 @@ def bench_training(model, device, reduced, iters, batch=2):
             masks[k, y:y + crop // 3, x:x + crop // 3] = True
         batch_items.append({"image": torch.randint(0, 256, (3, crop, crop), generator=g, dtype=torch.uint8),
                             "labels": labels, "masks": masks})
+    from fisa.config import load_config
+
+    train_defaults = load_config()["presets"]["small" if reduced else "paper"]["defaults"]["train"]
     step = TrainingForward(model, [[f"class {i}"] for i in range(num_classes)],
-                           {"ce": 2.0, "dice": 5.0, "bce": 5.0}).to(device)
+                           train_defaults["loss_weights"], train_defaults["criterion"]).to(device)
     opt = torch.optim.AdamW(param_groups(model, 1e-4, 0.05, 0.1))
     from fisa.engine.loop import to_device
 

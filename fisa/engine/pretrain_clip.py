@@ -119,7 +119,8 @@ def _embed(model: torch.nn.Module, pixels: torch.Tensor, regions: list[np.ndarra
     [CLS] sees the whole image; one mask token (FISA's mask attention) sees the class region."""
     from fisa.models.mask_attention import encode_with_mask_tokens
 
-    enc = encode_with_mask_tokens(model.visual, pixels, _mask_logits(regions))
+    # the regions are exact +-1 logits at the CLIP input's own resolution: every Eq. 5 rule agrees
+    enc = encode_with_mask_tokens(model.visual, pixels, _mask_logits(regions), {"rule": "maskclip", "threshold": 0.5})
     return F.normalize(enc["cls_embedding"], dim=-1), F.normalize(enc["region_embeddings"][:, 0], dim=-1)
 
 

@@ -90,17 +90,19 @@ class TrainingForward(torch.nn.Module):
     """
 
     def __init__(self, model: torch.nn.Module, class_names: list[list[str]], loss_weights: dict,
-                 no_object_weight: float):
+                 no_object_weight: float, criterion: dict):
         super().__init__()
         self.model, self.class_names, self.loss_weights = model, class_names, loss_weights
         self.no_object_weight = no_object_weight
+        self.criterion = criterion  # train.criterion (point | dense)
 
     def forward(self, batch) -> dict[str, torch.Tensor]:
         images, targets = split_batch(batch)
         targets = [_drop_crowd(t) for t in targets]  # crowd regions are ignored, as in Mask2Former
         vocabulary = self.model.encode_vocabulary(self.class_names)
         outputs = self.model(images, vocabulary)
-        return self.model.loss(outputs, targets, self.loss_weights, no_object_weight=self.no_object_weight)
+        return self.model.loss(outputs, targets, self.loss_weights, no_object_weight=self.no_object_weight,
+                               criterion=self.criterion)
 
 
 def _forward_step(model, batch):
@@ -250,7 +252,7 @@ def _build_and_train(resolved: dict, out: Path, ctx: DistContext, micro_batch: i
     cfg = loop_config(resolved, ctx.world_size, micro_batch, progress_bar)
     optimizer = make_optimizer(model, t)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t["lr_schedule"], iterations))
-    forward = TrainingForward(model, meta.classes, t["loss_weights"], float(t["no_object_weight"]))
+    forward = TrainingForward(model, meta.classes, t["loss_weights"], float(t["no_object_weight"]), t["criterion"])
     result = train_loop(forward, dataset, _forward_step,
                         optimizer, scheduler, cfg, out, ctx, transform=transform, collate_fn=collate,
                         checkpoint_extra={"config_hash": train_hash}, on_iteration=attempt.heartbeat)

@@ -12,7 +12,7 @@ from fisa.models.generator import generator_proposals
 from fisa.models.loss import DEFAULT_WEIGHTS, set_criterion
 from fisa.models.mask_attention import encode_with_mask_tokens
 from fisa.models.oracle import no_object_logits, oracle_class_logits, oracle_proposals
-from fisa.models.seve import SemanticGuidedAttention, seve_layer_indices
+from fisa.models.seve import build_seve
 from fisa.models.text import (VOID_MODES, VOID_TEXT, apply_synonym_mode, encode_class_names, prompt_templates,
                               validate_class_names)
 from fisa.models.variants import apply_variant, get_variant, inject_lora
@@ -23,8 +23,9 @@ class FisaModel(nn.Module):
     variant's row of the variant table (`fisa/models/variants.yaml`, `self.spec`).
 
     Build it with `fisa.models.build_model(model_cfg, variant)`. Submodules: `clip` (open_clip
-    CLIP, vision attention split into q/k/v), `generator` (Mask2Former), `seve`
-    ({block index: SemanticGuidedAttention}), `distribution_adapter`, `no_object_embedding`.
+    CLIP, vision attention split into q/k/v), `generator` (Mask2Former), `seve` (SemanticGuidedAttention
+    modules: {"shared": one} or {str(block index): one per block}, run in `seve_blocks`),
+    `distribution_adapter`, `no_object_embedding`.
     """
 
     def __init__(self, clip: nn.Module, tokenizer, generator: nn.Module | None, model_cfg: dict, variant: str):
@@ -47,13 +48,13 @@ class FisaModel(nn.Module):
         apply_synonym_mode([["a"]], self.synonyms)  # fail early on an unknown mode
         if self.void not in VOID_MODES:
             raise ValueError(f"model.void: {self.void!r} is not one of {VOID_MODES}")
-        seve_cfg = model_cfg.get("seve") or {}
+        self.patch_mask = dict(model_cfg["patch_mask"])  # Eq. 5 rule, see mask_attention.py
         self.seve = nn.ModuleDict()
+        self.seve_blocks: list[int] = []  # the blocks SEVE runs in (model.seve.layers)
         self.distribution_adapter = None
         if self.spec.seve:
-            for i in seve_layer_indices(seve_cfg.get("layers", "last_half"), len(blocks)):
-                self.seve[str(i)] = SemanticGuidedAttention(width, embed_dim, blocks[i].attn.num_heads,
-                                                            residual=bool(seve_cfg.get("residual", True)))
+            self.seve, self.seve_blocks = build_seve(model_cfg["seve"], [b.attn.num_heads for b in blocks],
+                                                     width, embed_dim)
             layers = int(model_cfg.get("adapter_layers", 2))
             if not 0 <= layers <= 8:
                 raise ValueError(f"model.adapter_layers: expected 0-8, got {layers}")
@@ -175,8 +176,8 @@ class FisaModel(nn.Module):
             raise ValueError(f"proposals: expected [B={images.shape[0]}, Q, h, w], got {tuple(proposals.shape)}")
         proposals = proposals.to(images.device)
         mask_logits = self.distribution_adapter(proposals) if self.distribution_adapter is not None else proposals
-        seve = {int(k): m for k, m in self.seve.items()}
-        enc = encode_with_mask_tokens(self.clip.visual, self.clip_pixels(images), mask_logits, seve, vocabulary)
+        enc = encode_with_mask_tokens(self.clip.visual, self.clip_pixels(images), mask_logits, self.patch_mask,
+                                      self.seve_modules(), vocabulary)
         class_logits = self.classify(enc["region_embeddings"], vocabulary)
         if valid is not None:  # padded oracle proposals are "no object"
             pad = no_object_logits(class_logits.shape[1], vocabulary.shape[0], class_logits.shape[0], class_logits.device)
@@ -186,12 +187,21 @@ class FisaModel(nn.Module):
         return {"mask_logits": mask_logits, "class_logits": class_logits,
                 "region_embeddings": enc["region_embeddings"], "proposals": proposals}
 
+    def seve_modules(self) -> dict[int, nn.Module]:
+        """{block index: the SEVE module that runs in it} (a shared module appears under every block)."""
+        if "shared" in self.seve:
+            return dict.fromkeys(self.seve_blocks, self.seve["shared"])
+        return {int(k): m for k, m in self.seve.items()}
+
     def loss(self, outputs: dict, targets: list[dict], weights: dict | None = None,
-             no_object_weight: float | None = None) -> dict[str, torch.Tensor]:
+             no_object_weight: float | None = None, criterion: dict | None = None,
+             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Eq. 6 (see loss.py): {loss_ce, loss_dice, loss_bce, loss}; weights default {ce: 2, dice: 5, bce: 5};
-        no_object_weight: CE weight of the no-object class (the engine passes train.no_object_weight)."""
+        no_object_weight: CE weight of the no-object class; criterion: `train.criterion` ({type:
+        point|dense, ...}); None = the dense criterion (unit tests). The engine passes the config's."""
         extra = {} if no_object_weight is None else {"no_object_weight": no_object_weight}
-        return set_criterion(outputs, targets, weights or DEFAULT_WEIGHTS, **extra)
+        return set_criterion(outputs, targets, weights or DEFAULT_WEIGHTS, criterion=criterion,
+                             generator=generator, **extra)
 
     # ----------------------------------------------------------------- notebook API
     @torch.no_grad()

@@ -18,16 +18,46 @@ from fisa.models.clip_backbone import resize_position_embedding
 from fisa.models.eva_backbone import VisionTower, vision_tower
 
 
-def patch_attention_mask(mask_logits: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Eq. 5: which patches a mask token may attend to.
+PATCH_MASK_RULES = ("maskclip", "adaptive_max")
 
-    mask_logits [B, Q, h, w] (any resolution covering the same frame as the CLIP input) ->
-    bool [B, Q, 1 + gh*gw]: True for [CLS] and for every patch that holds a pixel with logit > 0.
-    "Any pixel in the patch" is a max over the patch's pixels (adaptive max pooling at the mask's
-    own resolution, so no upsampling of Q full-size masks is needed).
+
+def patch_attention_mask(mask_logits: torch.Tensor, grid: tuple[int, int], patch_size: tuple[int, int],
+                         patch_mask: dict) -> torch.Tensor:
+    """Eq. 5: which patches a mask token may attend to, by the rule `model.patch_mask`.
+
+    mask_logits [B, Q, h, w] (any resolution, covering the same frame as the CLIP input of
+    grid * patch_size pixels) -> bool [B, Q, 1 + gh*gw]: True for [CLS] and for every patch that
+    holds a mask pixel, a pixel whose sigmoid is >= `patch_mask["threshold"]`.
+    - rule "maskclip" (MaskCLIP, docs/models.md): the logits are upsampled bilinearly
+      (align_corners=False) to the CLIP input size, thresholded, and max-pooled over each
+      patch_size block. Pooling first and thresholding the maximum is the same set exactly
+      (sigmoid is monotone); masks are processed in chunks to bound memory.
+    - rule "adaptive_max" (the harness's earlier rule, kept for the sensitivity study): adaptive
+      max pooling of the logits at their own resolution to the grid, then the threshold. When
+      h/gh is not an integer the pooling bins overlap, and masks dilate by up to one patch.
     """
+    rule, threshold = patch_mask["rule"], float(patch_mask["threshold"])
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"model.patch_mask.threshold: expected a probability in (0, 1), got {threshold}")
     b, q = mask_logits.shape[:2]
-    inside = F.adaptive_max_pool2d(mask_logits.float(), grid) > 0  # [B, Q, gh, gw]
+    gh, gw = grid
+    logits = mask_logits.detach().float()  # a boolean bias: no gradient flows through it
+    if rule == "maskclip":
+        ph, pw = patch_size
+        size = (gh * ph, gw * pw)
+        chunk = max(1, (1 << 26) // max(1, b * size[0] * size[1]))  # <= ~256 MB of float32 per chunk
+        pooled = []
+        for start in range(0, q, chunk):
+            part = logits[:, start:start + chunk]
+            if tuple(part.shape[-2:]) != size:
+                part = F.interpolate(part, size=size, mode="bilinear", align_corners=False)
+            pooled.append(F.max_pool2d(part, kernel_size=(ph, pw), stride=(ph, pw)))
+        peak = torch.cat(pooled, dim=1) if pooled else logits.new_zeros(b, 0, gh, gw)
+    elif rule == "adaptive_max":
+        peak = F.adaptive_max_pool2d(logits, grid)
+    else:
+        raise ValueError(f"model.patch_mask.rule: expected one of {list(PATCH_MASK_RULES)}, got {rule!r}")
+    inside = peak.sigmoid() >= threshold  # [B, Q, gh, gw]
     cls = torch.ones(b, q, 1, dtype=torch.bool, device=mask_logits.device)
     return torch.cat([cls, inside.flatten(2)], dim=2)
 
@@ -53,12 +83,13 @@ def initial_mask_tokens(visual: nn.Module | VisionTower, batch: int, num_masks: 
 
 def mask_token_block(block: nn.Module, x: torch.Tensor, mask_tokens: torch.Tensor, keep: torch.Tensor,
                      seve: nn.Module | None = None, class_tokens: torch.Tensor | None = None,
-                     parts: tuple | None = None):
+                     parts: tuple | None = None, seve_keys_values: tuple | None = None):
     """One transformer block over image tokens and mask tokens.
 
     x [B, 1+N, W] image tokens, mask_tokens [B, Q, W], keep bool [B, Q, 1+N] (Eq. 5),
-    seve/class_tokens: optional SEVE module and [C, D] target class tokens; parts: the block's
-    (norm1, attn, scale1, norm2, mlp, scale2), default open_clip's ResidualAttentionBlock layout.
+    seve/class_tokens: optional SEVE module and [C, D] target class tokens (or seve_keys_values,
+    their precomputed `class_keys_values`); parts: the block's (norm1, attn, scale1, norm2, mlp,
+    scale2), default open_clip's ResidualAttentionBlock layout.
     Returns (x [B, 1+N, W], mask_tokens [B, Q, W]).
     """
     norm1, attn, scale1, norm2, mlp, scale2 = parts or (block.ln_1, block.attn, block.ls_1, block.ln_2,
@@ -72,7 +103,7 @@ def mask_token_block(block: nn.Module, x: torch.Tensor, mask_tokens: torch.Tenso
     # Mask tokens: (SEVE) -> f_q -> masked attention to the same keys/values (Eq. 1-2).
     hm = norm1(mask_tokens)
     if seve is not None:
-        hm = seve(hm, class_tokens)
+        hm = seve(hm, class_tokens, keys_values=seve_keys_values)
     qm = attn.heads(attn.q_proj(hm))  # [B, H, Q, d]
     out = F.scaled_dot_product_attention(qm, k, v, attn_mask=keep.unsqueeze(1))
     mask_tokens = mask_tokens + scale1(attn.merge(out))
@@ -81,21 +112,27 @@ def mask_token_block(block: nn.Module, x: torch.Tensor, mask_tokens: torch.Tenso
 
 
 def encode_with_mask_tokens(visual: nn.Module, pixels: torch.Tensor, mask_logits: torch.Tensor,
-                            seve: dict[int, nn.Module] | None = None,
+                            patch_mask: dict, seve: dict[int, nn.Module] | None = None,
                             class_tokens: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Run the vision tower (open_clip ViT or EVA) with one mask token per proposal.
 
     pixels [B, 3, H, W] CLIP-normalised; mask_logits [B, Q, h, w] in the same frame;
-    seve: {block index: SemanticGuidedAttention}; class_tokens [C, D].
+    patch_mask: `model.patch_mask` {rule, threshold} (Eq. 5, see patch_attention_mask);
+    seve: {block index: SemanticGuidedAttention} (one module may serve several blocks: its class
+    keys/values are then computed once); class_tokens [C, D].
     Returns {"region_embeddings" [B, Q, D] (the tower's head on the final mask tokens),
     "cls_embedding" [B, D], "image_tokens" [B, 1+N, W] (before the final norm), "grid"}.
     """
     seve = seve or {}
     tower = vision_tower(visual)
     x, grid = image_tokens(tower, pixels)
-    keep = patch_attention_mask(mask_logits, grid)
+    keep = patch_attention_mask(mask_logits, grid, tower.patch_size, patch_mask)
     m = initial_mask_tokens(tower, x.shape[0], mask_logits.shape[1], x.dtype)
+    keys_values = {id(mod): mod.class_keys_values(class_tokens, x.shape[0], x.dtype)
+                   for mod in {id(mod): mod for mod in seve.values()}.values()}
     for i, block in enumerate(tower.blocks):
-        x, m = mask_token_block(block, x, m, keep, seve.get(i), class_tokens, tower.block_parts(block))
+        mod = seve.get(i)
+        x, m = mask_token_block(block, x, m, keep, mod, class_tokens, tower.block_parts(block),
+                                keys_values[id(mod)] if mod is not None else None)
     return {"region_embeddings": tower.head(m), "cls_embedding": tower.head(x[:, 0]), "image_tokens": x,
             "grid": grid}

@@ -42,7 +42,8 @@ def named_trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter
 
 
 def trainable_parameters(model: nn.Module) -> int:
-    """Number of trainable scalars (the paper's "26M trainable parameters")."""
+    """Number of trainable scalars (paper line 138: "26M"; `fisa` on ViT-L-14-336 with the paper
+    preset's SEVE trains 26,323,225, arithmetic in docs/models.md)."""
     return sum(p.numel() for _, p in named_trainable_parameters(model))
 
 
@@ -114,7 +115,7 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_lr_m
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The trainable parameters only (a FISA checkpoint is ~26M values, not all of CLIP)."""
+    """The trainable parameters only (a ViT-L-14-336 FISA checkpoint is 26.3M values, not all of CLIP)."""
     return {n: p.detach().clone() for n, p in named_trainable_parameters(model)}
 
 
