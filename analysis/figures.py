@@ -144,7 +144,10 @@ def figure_qualitative(inp: Inputs, images: Sequence[str] | None = None, seed: i
     dataset_name, experiments = tgt["datasets"][0], tgt["experiments"]
     if inp.results_dir is None or inp.config is None:
         raise ValueError("the qualitative figure needs --results-dir and --config")
-    seed = int(inp.config.get("seeds", [0])[0]) if seed is None else seed
+    if seed is None:
+        from fisa.seeds import experiment_seeds
+
+        seed = experiment_seeds(inp.config, experiments[0], inp.preset)[0]
     dirs = {e: Q.prediction_dir(inp.results_dir, e, seed, dataset_name) for e in experiments}
     for e, d in dirs.items():
         if not d.is_dir():

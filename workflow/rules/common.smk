@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 
 from fisa.config import (ConfigError, config_hash, experiment_names, preset_name,
                          resolve_experiment, resources_for, validate_config)
+from fisa.seeds import eval_datasets, experiment_seeds
 
 # Paths of the repository (not of --directory): the schema and the targets travel with the code.
 REPO = Path(workflow.basedir)
@@ -46,7 +47,7 @@ try:
     RESOLVED = {
         (name, seed): resolve_experiment(config, name, PRESET, seed)
         for name in experiment_names(config, include_optional=True)
-        for seed in config["experiments"][name].get("seeds", config["seeds"])
+        for seed in experiment_seeds(config, name, PRESET)
     }
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
@@ -90,8 +91,8 @@ ENGINE_ARGS = f"--config {shlex.quote(EFFECTIVE_CONFIG)} --preset {shlex.quote(P
 
 
 def seeds_of(experiment):
-    """The seeds one experiment runs with (its own `seeds`, else the global list)."""
-    return config["experiments"][experiment].get("seeds", config["seeds"])
+    """The seeds one experiment runs with under the preset (fisa.seeds: preset default, own `seeds`, seed spread)."""
+    return experiment_seeds(config, experiment, PRESET)
 
 
 def resolved(experiment, seed=None):
@@ -148,7 +149,7 @@ def evals_of(experiments, datasets=None):
     out = []
     for exp in experiments:
         for seed in seeds_of(exp):
-            for ds in resolved(exp, seed)["datasets"]:
+            for ds in eval_datasets(config, exp, seed, PRESET):  # a seed-spread seed: its datasets only
                 if datasets is None or ds in datasets:
                     out.append(eval_json(exp, seed, ds))
     return out
