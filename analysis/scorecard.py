@@ -116,9 +116,14 @@ def _num(v: float, spec: str = ".1f") -> str:
 
 
 def headline(card: pd.DataFrame) -> str:
-    """'N of M paper numbers reproduced' (M: the numbers of experiments the harness runs)."""
+    """'N of M paper numbers reproduced' (M: the paper's numbers for what the harness runs)."""
     ours = card[(card.kind == "cell")]
     return f"{(ours.verdict == 'reproduced').sum()} of {len(ours)} paper numbers reproduced"
+
+
+def headline_of_csv(path: str | Path) -> str:
+    """The headline of a written scorecard.csv (the Snakemake report's label)."""
+    return headline(pd.read_csv(path, keep_default_na=False))
 
 
 def to_markdown(card: pd.DataFrame, preset: str, settings: Settings) -> str:
@@ -203,8 +208,49 @@ def to_pdf(markdown: str, path: str | Path, max_lines_per_page: int = 90) -> int
     return len(pages)
 
 
+def to_html(markdown: str) -> str:
+    """A standalone HTML page of the scorecard's Markdown (headings, paragraphs, tables, bold, code)."""
+    import re
+    from html import escape
+
+    def inline(text: str) -> str:
+        text = escape(text)
+        text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+        text = re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+        return re.sub(r"\*(.+?)\*", r"<em>\1</em>", text)
+
+    body, rows = [], []
+
+    def flush():
+        if rows:
+            head, *rest = rows
+            body.append("<table><thead><tr>" + "".join(f"<th>{inline(c)}</th>" for c in head) + "</tr></thead><tbody>"
+                        + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in rest)
+                        + "</tbody></table>")
+            rows.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(set(c) <= set("-: ") for c in cells):  # skip the alignment row
+                rows.append(cells)
+            continue
+        flush()
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{inline(line[level:].strip())}</h{level}>")
+        elif line.strip():
+            body.append(f"<p>{inline(line)}</p>")
+    flush()
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Reproduction scorecard</title>"
+            "<style>body{font:13px sans-serif;max-width:70em}table{border-collapse:collapse}"
+            "td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}</style></head><body>"
+            + "\n".join(body) + "</body></html>\n")
+
+
 def render(preset: str, metrics_csv: str | Path, config: Mapping[str, Any], out_csv: str | Path,
-           out_md: str | Path | None = None, out_pdf: str | Path | None = None) -> pd.DataFrame:
+           out_md: str | Path | None = None, out_pdf: str | Path | None = None,
+           out_html: str | Path | None = None) -> pd.DataFrame:
     """Build the scorecard of `preset` from a metrics.csv and write CSV, Markdown and PDF atomically."""
     settings = Settings.from_config(config, preset)
     card = build_scorecard(read_metrics(metrics_csv), preset, settings, config)
@@ -214,6 +260,8 @@ def render(preset: str, metrics_csv: str | Path, config: Mapping[str, Any], out_
         atomic_write_text(out_md, md)
     if out_pdf:
         to_pdf(md, out_pdf)
+    if out_html:
+        atomic_write_text(out_html, to_html(md))
     return card
 
 
@@ -225,10 +273,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", default=None)
     p.add_argument("--out-pdf", default=None)
+    p.add_argument("--out-html", default=None, help="the page as HTML (what snakemake --report shows)")
     args = p.parse_args(argv)
     from fisa.config import load_config
 
-    card = render(args.preset, args.metrics, load_config(args.config), args.out_csv, args.out_md, args.out_pdf)
+    card = render(args.preset, args.metrics, load_config(args.config), args.out_csv, args.out_md, args.out_pdf,
+                  args.out_html)
     print(f"{headline(card)} -> {args.out_csv}")
 
 

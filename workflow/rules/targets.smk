@@ -2,10 +2,11 @@
 
 
 rule all_tables:
-    """Every table of the paper, and the tidy metrics.csv over every experiment."""
+    """Every table of the paper, the tidy metrics.csv over every experiment, and the scorecard."""
     input:
         [f"{RESULTS}/tables/{t}.tex" for t in TABLES],
         f"{RESULTS}/metrics.csv",
+        f"{RESULTS}/reproduction/scorecard.csv",
 
 
 rule all_figures:
