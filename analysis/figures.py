@@ -145,7 +145,7 @@ def figure_qualitative(inp: Inputs, images: Sequence[str] | None = None, seed: i
     if inp.results_dir is None or inp.config is None:
         raise ValueError("the qualitative figure needs --results-dir and --config")
     if seed is None:
-        from fisa.seeds import experiment_seeds
+        from fisa.config import experiment_seeds
 
         seed = experiment_seeds(inp.config, experiments[0], inp.preset)[0]
     dirs = {e: Q.prediction_dir(inp.results_dir, e, seed, dataset_name) for e in experiments}

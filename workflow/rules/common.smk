@@ -10,7 +10,7 @@ from snakemake.exceptions import WorkflowError
 
 from fisa.config import (ConfigError, config_hash, experiment_names, preset_name,
                          resolve_experiment, resources_for, validate_config)
-from fisa.seeds import eval_datasets, experiment_seeds
+from fisa.config import eval_datasets, experiment_seeds
 
 # Paths of the repository (not of --directory): the schema and the targets travel with the code.
 REPO = Path(workflow.basedir)
@@ -91,7 +91,7 @@ ENGINE_ARGS = f"--config {shlex.quote(EFFECTIVE_CONFIG)} --preset {shlex.quote(P
 
 
 def seeds_of(experiment):
-    """The seeds one experiment runs with under the preset (fisa.seeds: preset default, own `seeds`, seed spread)."""
+    """The seeds one experiment runs with under the preset (fisa.config.experiment_seeds: preset default, own `seeds`, seed spread)."""
     return experiment_seeds(config, experiment, PRESET)
 
 
