@@ -166,3 +166,30 @@ rule scorecard:
     shell:
         "python -m analysis.scorecard {params.engine} --metrics {input.metrics:q} --out-csv {output.csv:q}"
         " --out-md {output.md:q} --out-pdf {output.pdf:q} --out-html {output.html:q} > {log:q} 2>&1"
+
+
+rule training_curves:
+    """Training curves (losses.csv) of every run of a table: one overview figure, one PNG per run."""
+    output:
+        pdf=f"{RESULTS}/figures/curves/{{table}}.pdf",
+        png=report(f"{RESULTS}/figures/curves/{{table}}.png", category="Training curves",
+                   caption=str(REPO / "workflow/report/training_curves.rst")),
+        runs=directory(f"{RESULTS}/curves/{{table}}"),
+    input:
+        lambda wc: [f"{run_dir(e, s)}/done.json" for e in target_experiments(wc.table) for s in seeds_of(e)],
+    wildcard_constraints:
+        table="|".join(TABLES),
+    params:
+        engine=ENGINE_ARGS,
+        preset=PRESET,
+        results=RESULTS,
+    log:
+        log_path("curves", "{table}"),
+    conda:
+        CONDA_ENV
+    threads: rule_threads("figures")
+    resources:
+        **rule_resources("figures"),
+    shell:
+        "python -m analysis.curves --target {wildcards.table} {params.engine} --results-dir {params.results:q}"
+        " --out-pdf {output.pdf:q} --out-png {output.png:q} --runs-dir {output.runs:q} > {log:q} 2>&1"

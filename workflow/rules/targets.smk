@@ -10,9 +10,10 @@ rule all_tables:
 
 
 rule all_figures:
-    """Every figure of the paper (PDF and PNG)."""
+    """Every figure of the paper (PDF and PNG), and the training curves of every table's runs."""
     input:
         [f"{RESULTS}/figures/{t}.{ext}" for t in FIGURES for ext in ("pdf", "png")],
+        [f"{RESULTS}/figures/curves/{t}.png" for t in TABLES],
 
 
 rule all:
