@@ -121,6 +121,13 @@ def headline(card: pd.DataFrame) -> str:
     return f"{(ours.verdict == 'reproduced').sum()} of {len(ours)} paper numbers reproduced"
 
 
+def reproduced_at(cells: pd.DataFrame, factor: float) -> int:
+    """How many cells would be reproduced with `factor` times their tolerance (0: the bare interval)."""
+    ok = cells.ci_low.notna() & cells.ci_high.notna()
+    tol = factor * cells.tolerance.fillna(0)
+    return int((ok & (cells.ci_low - tol <= cells.paper) & (cells.paper <= cells.ci_high + tol)).sum())
+
+
 def headline_of_csv(path: str | Path) -> str:
     """The headline of a written scorecard.csv (the Snakemake report's label)."""
     return headline(pd.read_csv(path, keep_default_na=False))
@@ -142,6 +149,8 @@ def to_markdown(card: pd.DataFrame, preset: str, settings: Settings) -> str:
            f"ours is lower/higher; *inconclusive*: no result or no seed spread. A one-seed number borrows the "
            f"spread of the closest experiment of its table with n>=3. mIoU read as `{rule}`: "
            f"{MIOU_RULES.get(rule, rule)}.", "",
+           "Sensitivity to the tolerance: " + ", ".join(
+               f"{reproduced_at(cells, f)} reproduced at {f:g}x" for f in (0, 1, 2)) + f" (of {len(cells)}).", "",
            "## Per table", "",
            "| table | numbers | reproduced | below | above | inconclusive | differences reproduced |",
            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]

@@ -189,6 +189,11 @@ def test_scorecard_cli_writes_csv_markdown_pdf_html(table3a, tmp_path):
     assert "| table1 | FISA | ADE150 PQ | 28.1 | 21.0 ± 1.0, n=3 | -7.1 | [18.5, 23.5] | below < |" in md
     assert "## Below or above the paper (3)" in md
     assert "mIoU_gt_classes" in md and "f3c1bc1" in md
+    # the sensitivity line: the same verdicts at 1x, monotone in the tolerance
+    cells = card[card.kind == "cell"]
+    assert S.reproduced_at(cells, 1) == int((cells.verdict == "reproduced").sum())
+    assert S.reproduced_at(cells, 0) <= S.reproduced_at(cells, 1) <= S.reproduced_at(cells, 2)
+    assert f"{S.reproduced_at(cells, 0)} reproduced at 0x" in md
     assert (out / "scorecard.pdf").read_bytes().startswith(b"%PDF")
     html = (out / "scorecard.html").read_text()
     assert f"<strong>{head}</strong>" in html and "<table>" in html
