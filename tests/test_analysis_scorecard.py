@@ -237,3 +237,18 @@ def test_dry_run_of_all_tables_plans_the_scorecard(tmp_path):
     assert "results/small/reproduction/scorecard.csv" in res.stdout
     # the seed spread: 28 trainings + 10 (5 experiments x seeds 1, 2), 48 evaluations + 10 (ADE-150 only)
     assert counts["train"] == "38" and counts["evaluate"] == "58"
+
+
+@pytest.mark.parametrize("target", S.table_targets())
+def test_every_table_renders_with_intervals_and_marks(table3a, target, tmp_path):
+    from analysis_fixtures import write_efficiency
+
+    eff = agg.aggregate("small", [], [write_efficiency(tmp_path, "fisa_main", {"FPS": 2.5, "memory_GB": 9.0}),
+                                      write_efficiency(tmp_path, "fisa_main", {"FPS": 20.0, "memory_GB": 1.0},
+                                                       device="cpu", name="other", seed=1)],
+                        classes_of=classes_of)[0]                    # two devices: never pooled
+    table = T.build_table(target, pd.concat([table3a, eff]), "small", settings=SETTINGS)
+    tex = T.to_latex(table)
+    assert tex.isascii() and "Student-t interval" in tex.replace("\\", "")
+    n_repro = sum(ln.source.startswith("reproduced") for ln in table.lines)
+    assert sum(ln.source == T.SOURCE_INTERVAL for ln in table.lines) == n_repro
