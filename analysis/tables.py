@@ -335,8 +335,12 @@ def _provenance_notes(metrics: pd.DataFrame, experiment: str, label: str) -> lis
     hashes = sorted(set(sel.config_hash.fillna("").astype(str)) - {""})
     note = f"{label} ({experiment}): commit {', '.join(c[:10] for c in commits) or 'unknown'}; " \
            f"config {', '.join(hashes) or 'unknown'}."
-    if len(hashes) > 1:
-        note += " WARNING: several config hashes pooled."
+    # config_hash includes the seed; the seedless hash (newer records) tells seeds of one config apart
+    # from different configs pooled by mistake
+    seedless = sorted(set(sel.get("config_hash_seedless", pd.Series(dtype=str)).fillna("").astype(str)) - {""})
+    if len(seedless) > 1 or (not seedless and len(hashes) > 1):
+        note += " WARNING: several configurations pooled." if seedless else \
+            " WARNING: several config hashes pooled (records without config_hash_seedless: seeds or configs?)."
     return [note]
 
 

@@ -174,6 +174,8 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
         "seed": resolved["seed"], "variant": variant, "metrics": metrics, "per_class": per_class,
         "provenance": {
             "commit": provenance.git_commit(), "config_hash": config_hash(resolved),
+            # the same for every seed of the experiment: what tables pool across seeds
+            "config_hash_seedless": config_hash({k: v for k, v in resolved.items() if k != "seed"}),
             "checkpoint": str(ckpt) if ckpt else None, "checkpoint_sha256": _sha256(ckpt) if ckpt else None,
             "device": provenance.device_name(device), "seed": resolved["seed"], "images": n,
             "dataset_images": len(dataset), "predictions": str(out_dir),
