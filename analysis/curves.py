@@ -1,7 +1,8 @@
 """Training curves from each run's `losses.csv`: one figure per run, one per table of all its runs.
 
 `losses.csv` (fisa.engine.progress.LossLog) holds one row per iteration: `iteration`, `lr`,
-`seconds`, the loss terms, and (when the engine records it) `grad_norm`. Every column that
+`seconds`, the loss terms (`loss_ce`, `loss_dice`, `loss_bce`), the weighted total `loss`,
+and (when the engine records it) `grad_norm`. Every column that
 exists is plotted: loss terms (log y), learning rate, gradient norm; a missing column is a
 missing panel, not an error. A run with no iteration (0-iteration variants) gets a figure
 that says so.
@@ -20,7 +21,8 @@ import pandas as pd
 
 from analysis import plots
 
-NOT_TERMS = ("iteration", "lr", "seconds", "grad_norm")   # every other numeric column is a loss term
+TOTAL = "loss"            # the weighted sum of the terms, as the engine optimises it
+NOT_TERMS = ("iteration", "lr", "seconds", "grad_norm", TOTAL)   # every other numeric column is a loss term
 PANELS = ("loss", "lr", "grad_norm")
 
 
@@ -36,12 +38,12 @@ def read_losses(path: str | Path) -> pd.DataFrame:
 
 
 def loss_terms(losses: pd.DataFrame) -> list[str]:
-    """The loss-term columns of a losses table (numeric, not iteration/lr/seconds/grad_norm)."""
+    """The loss-term columns of a losses table (numeric, not iteration/lr/seconds/grad_norm/loss)."""
     return [c for c in losses.columns if c not in NOT_TERMS and pd.api.types.is_numeric_dtype(losses[c])]
 
 
 def _panels(frames: Sequence[pd.DataFrame]) -> list[str]:
-    present = ["loss"] if any(loss_terms(f) for f in frames) else []
+    present = ["loss"] if any(loss_terms(f) or TOTAL in f for f in frames) else []
     return present + [p for p in ("lr", "grad_norm") if any(p in f for f in frames)]
 
 
@@ -60,6 +62,8 @@ def figure_run(losses: pd.DataFrame, title: str):
         _empty(axes[0], "no training iterations")
     for ax, panel in zip(axes, panels):
         if panel == "loss":
+            if TOTAL in losses:
+                ax.plot(losses.iteration, losses[TOTAL], lw=1.0, color="black", label="total (weighted)")
             for term in loss_terms(losses):
                 ax.plot(losses.iteration, losses[term], lw=0.8, label=term)
             ax.set_yscale("log")
@@ -81,13 +85,15 @@ def _stacked(n: int):
 
 
 def total_loss(losses: pd.DataFrame) -> pd.Series:
-    """The weighted-sum-free total: the sum of the logged loss terms per iteration."""
+    """The total loss per iteration: the logged weighted `loss`, else the sum of the logged terms."""
+    if TOTAL in losses:
+        return losses[TOTAL]
     terms = loss_terms(losses)
     return losses[terms].sum(axis=1) if terms else pd.Series(dtype=float)
 
 
 def figure_runs(runs: Mapping[str, pd.DataFrame], title: str):
-    """All runs of a table: total loss (sum of terms), lr, grad norm; one line per run. Returns (fig, data)."""
+    """All runs of a table: total loss, lr, grad norm; one line per run. Returns (fig, data)."""
     frames = [f for f in runs.values() if len(f)]
     panels = _panels(frames)
     fig, axes = _stacked(max(1, len(panels)))

@@ -16,7 +16,8 @@ def _losses(n: int, grad_norm: bool = True, start: float = 4.0) -> pd.DataFrame:
     """losses.csv as the engine writes it: iteration, lr, seconds, loss terms, grad_norm."""
     it = np.arange(n)
     df = pd.DataFrame({"iteration": it, "lr": 1e-2 * (1 - it / max(n, 1)) ** 0.9, "seconds": 0.1,
-                       "ce": start / (1 + it), "dice": 2.0 / (1 + it), "bce": 1.0 / (1 + it)})
+                       "loss_ce": start / (1 + it), "loss_dice": 2.0 / (1 + it), "loss_bce": 1.0 / (1 + it)})
+    df["loss"] = 2 * df.loss_ce + 5 * df.loss_dice + 5 * df.loss_bce      # the weighted total the engine logs
     if grad_norm:
         df["grad_norm"] = 10.0 / (1 + it)
     return df
@@ -32,10 +33,11 @@ def _write_runs(root, runs: dict[tuple[str, int], pd.DataFrame | None]):
 
 def test_run_figure_plots_every_column_present():
     fig, data = C.figure_run(_losses(20), "fisa, seed 0")
-    assert data == {"panels": ["loss", "lr", "grad_norm"], "terms": ["ce", "dice", "bce"]}
+    assert data == {"panels": ["loss", "lr", "grad_norm"], "terms": ["loss_ce", "loss_dice", "loss_bce"]}
     loss_ax = fig.axes[0]
     ys = {ln.get_label(): ln.get_ydata() for ln in loss_ax.get_lines()}
-    np.testing.assert_allclose(ys["ce"], 4.0 / (1 + np.arange(20)))
+    np.testing.assert_allclose(ys["loss_ce"], 4.0 / (1 + np.arange(20)))
+    np.testing.assert_allclose(ys["total (weighted)"], (8.0 + 10.0 + 5.0) / (1 + np.arange(20)))
     np.testing.assert_allclose(fig.axes[2].get_lines()[0].get_ydata(), 10.0 / (1 + np.arange(20)))
     assert plots.text_outside(fig) == []
     # an older losses.csv without grad_norm: no panel, no error
@@ -66,7 +68,9 @@ def test_table_overview_and_per_run_files(tmp_path):
     d = data.set_index("run")
     assert d.loc["baseline seed 0", "iterations"] == 0
     assert d.loc["seve seed 2", "iterations"] == 10
-    assert d.loc["seve seed 2", "final_loss"] == pytest.approx((6.0 + 2.0 + 1.0) / 10)   # sum of the terms
+    assert d.loc["seve seed 2", "final_loss"] == pytest.approx((2 * 6.0 + 5 * 2.0 + 5 * 1.0) / 10)  # logged total
+    no_total = _losses(4).drop(columns="loss")                    # a CSV without the total: sum of the terms
+    assert C.total_loss(no_total).iloc[-1] == pytest.approx((4.0 + 2.0 + 1.0) / 4)
     fig, _ = C.figure_runs({k: C.read_losses(tmp_path / "runs" / k.split()[0] / f"seed{k.split()[-1]}" / "losses.csv")
                             for k in d.index}, "Training curves, table3a_components\n(preset small)")
     assert [ax.get_ylabel() for ax in fig.axes] == ["total loss", "lr", "grad norm"]
