@@ -102,7 +102,12 @@ def figure_runs(runs: Mapping[str, pd.DataFrame], title: str):
     if not panels:
         _empty(axes[0], "no run of this table has training iterations")
     colors = plots.plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (label, losses) in enumerate(runs.items()):
+    experiments = list(dict.fromkeys(label.split()[0] for label in runs))   # one colour per experiment
+    styles = ["-", "--", ":", "-."]                                          # one line style per seed
+    for label, losses in runs.items():
+        color = colors[experiments.index(label.split()[0]) % len(colors)]
+        style = styles[sum(1 for other in list(runs)[:list(runs).index(label)]
+                           if other.split()[0] == label.split()[0]) % len(styles)]
         if not len(losses):
             rows.append({"run": label, "iterations": 0, "final_loss": None})
             continue
@@ -110,7 +115,7 @@ def figure_runs(runs: Mapping[str, pd.DataFrame], title: str):
             y = total_loss(losses) if panel == "loss" else losses.get(panel)
             if y is None or not len(y):
                 continue
-            ax.plot(losses.iteration, y, lw=0.8, color=colors[i % len(colors)], label=label if panel == panels[0] else None)
+            ax.plot(losses.iteration, y, lw=0.8, color=color, ls=style, label=label if panel == panels[0] else None)
         tl = total_loss(losses)
         rows.append({"run": label, "iterations": int(losses.iteration.max()) + 1,
                      "final_loss": float(tl.iloc[-1]) if len(tl) else None})
