@@ -13,6 +13,9 @@ min_version("9.0")
 
 configfile: "config.yaml"
 
+# The report's first page: the reproduction scorecard (snakemake --report report.zip all).
+report: "workflow/report/workflow.rst"
+
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/configs.smk"

@@ -23,7 +23,10 @@ from analysis import vocabulary
 from fisa.utils.io import atomic_path
 
 METRIC_COLUMNS = ["preset", "experiment", "seed", "dataset", "metric", "value",
-                  "commit", "config_hash", "device"]
+                  "commit", "config_hash", "device", "checkpoint_sha256", "dataset_checksum",
+                  "config_hash_seedless"]
+# Provenance columns a metrics.csv written before they existed lacks (read back as "").
+OPTIONAL_PROVENANCE = ("checkpoint_sha256", "dataset_checksum", "config_hash_seedless")
 PER_CLASS_COLUMNS = ["preset", "experiment", "seed", "dataset", "class", "seen", "metric", "value",
                      "commit", "config_hash", "device"]
 EFFICIENCY_DATASET = "efficiency"  # dataset column of an efficiency record that names none
@@ -72,7 +75,9 @@ def _provenance(data: dict) -> dict:
     if isinstance(device, (list, tuple)):  # several GPUs: keep them all, never one silently
         device = "; ".join(map(str, device))
     return {"commit": str(prov.get("commit", "") or ""), "config_hash": str(prov.get("config_hash", "") or ""),
-            "device": str(device or "")}
+            "device": str(device or ""), "checkpoint_sha256": str(prov.get("checkpoint_sha256") or ""),
+            "dataset_checksum": str(prov.get("dataset_checksum") or ""),
+            "config_hash_seedless": str(prov.get("config_hash_seedless") or "")}
 
 
 def _seed(data: dict, path: Path) -> int:
@@ -185,11 +190,15 @@ def _read_csv(path: str | Path, dtype: dict) -> pd.DataFrame:
 def read_metrics(path: str | Path) -> pd.DataFrame:
     """Read `metrics.csv` with stable dtypes (commit hashes stay strings)."""
     df = _read_csv(path, {"commit": str, "config_hash": str, "device": str, "experiment": str,
-                          "dataset": str, "metric": str, "preset": str})
+                          "dataset": str, "metric": str, "preset": str, "checkpoint_sha256": str,
+                          "dataset_checksum": str, "config_hash_seedless": str})
+    for c in OPTIONAL_PROVENANCE:
+        if c not in df.columns:
+            df[c] = ""
     missing = [c for c in METRIC_COLUMNS if c not in df.columns]
     if missing:
         raise ResultFileError(f"{path}: missing columns {missing}")
-    return df.fillna({"commit": "", "config_hash": "", "device": ""})
+    return df.fillna({c: "" for c in ("commit", "config_hash", "device") + OPTIONAL_PROVENANCE})
 
 
 def read_per_class(path: str | Path) -> pd.DataFrame:

@@ -61,7 +61,7 @@ def figure_fig2a_oracle(inp: Inputs):
     fig, ax = plots.new_figure(2.4)
     data = plots.grouped_bars(ax, inp.metrics, spec["bars"], spec["labels"], spec["metrics"], tgt["datasets"][0],
                               plots.oracle_paper_values(inp.paper_value))
-    ax.set_title(f"Oracle analysis (preset {inp.preset})")
+    plots.title(fig, f"Oracle analysis (preset {inp.preset})")
     return fig, data
 
 
@@ -70,7 +70,7 @@ def figure_fig2b_frozen_generator(inp: Inputs):
     spec, tgt = _spec("fig2b_frozen_generator"), _target("fig2b_frozen_generator")
     fig, ax = plots.new_figure(2.4)
     data = plots.grouped_bars(ax, inp.metrics, spec["bars"], spec["labels"], spec["metrics"], tgt["datasets"][0])
-    ax.set_title(f"Frozen vs re-trained mask generator (preset {inp.preset})")
+    plots.title(fig, f"Frozen vs re-trained mask generator (preset {inp.preset})")
     return fig, data
 
 
@@ -82,7 +82,7 @@ def figure_fig3_per_class_gains(inp: Inputs, top: int | None = 40):
     shown_n = len(gains) if top is None else min(top, len(gains))
     fig, ax = plots.new_figure(max(2.0, 0.12 * shown_n + 0.8))
     shown = plots.gains_bars(ax, gains, top, inp.paper_value("fig3", "seve - baseline", "max IoU gain"), ours, reference)
-    ax.set_title(f"ADE150 classes absent from COCO (preset {inp.preset})\n{shown_n} largest of {len(gains)} gains")
+    plots.title(fig, f"ADE150 classes absent from COCO (preset {inp.preset})\n{shown_n} largest of {len(gains)} gains")
     return fig, shown
 
 
@@ -110,7 +110,7 @@ def figure_fig7_training_length(inp: Inputs):
     fig, ax = plots.new_figure(2.2)
     data = plots.sweep(ax, inp.metrics, xs, tgt["datasets"][0], "PQ", _paper_points(inp, spec), "training iterations")
     gain = inp.paper_value("fig7", "FISA - MAFT+", "PQ at 100 iterations")
-    ax.set_title(f"Training length (preset {inp.preset})\npaper: +{gain:g} PQ over MAFT+ at 100 iterations")
+    plots.title(fig, f"Training length (preset {inp.preset})\npaper: +{gain:g} PQ over MAFT+ at 100 iterations")
     return fig, data
 
 
@@ -122,7 +122,7 @@ def figure_fig7_data_size(inp: Inputs):
     data = plots.sweep(ax, inp.metrics, xs, tgt["datasets"][0], "PQ", _paper_points(inp, spec),
                        "% of COCO-Panoptic train")
     gain = inp.paper_value("fig7", "FISA - MAFT+", "PQ at 0.1% data")
-    ax.set_title(f"Training data size (preset {inp.preset})\npaper: +{gain:g} PQ over MAFT+ with 0.1% of the data")
+    plots.title(fig, f"Training data size (preset {inp.preset})\npaper: +{gain:g} PQ over MAFT+ with 0.1% of the data")
     return fig, data
 
 
@@ -144,7 +144,10 @@ def figure_qualitative(inp: Inputs, images: Sequence[str] | None = None, seed: i
     dataset_name, experiments = tgt["datasets"][0], tgt["experiments"]
     if inp.results_dir is None or inp.config is None:
         raise ValueError("the qualitative figure needs --results-dir and --config")
-    seed = int(inp.config.get("seeds", [0])[0]) if seed is None else seed
+    if seed is None:
+        from fisa.config import experiment_seeds
+
+        seed = experiment_seeds(inp.config, experiments[0], inp.preset)[0]
     dirs = {e: Q.prediction_dir(inp.results_dir, e, seed, dataset_name) for e in experiments}
     for e, d in dirs.items():
         if not d.is_dir():
@@ -162,7 +165,7 @@ def figure_qualitative(inp: Inputs, images: Sequence[str] | None = None, seed: i
         axes = fig.subplots(len(stems), 2 + len(experiments))
     shown = Q.panels(axes, {s: items[s] for s in stems}, dirs, Q.palette(len(classes)), ignore,
                      _spec("qualitative").get("labels"))
-    fig.suptitle(f"{dataset_name} validation images, seed {seed} (preset {inp.preset})")
+    plots.title(fig, f"{dataset_name} validation images, seed {seed} (preset {inp.preset})")
     return fig, shown
 
 

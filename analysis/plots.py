@@ -24,6 +24,44 @@ def new_figure(height_in: float = 2.2, width_in: float = COLUMN_WIDTH_IN, ncols:
     return plt.subplots(1, ncols, figsize=(width_in, height_in), constrained_layout=True)
 
 
+def text_outside(fig, tolerance_px: float = 1.0) -> list[str]:
+    """The visible texts of `fig` whose drawn extent leaves the canvas (clipped in the saved file).
+
+    Draws the figure (layout included) and compares each text's window extent with the
+    figure's; `[]` when every title, label, tick label, legend entry and annotation fits.
+    """
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    undrawn = set()   # labels of ticks outside the view interval keep stale positions and are not drawn
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                if not lo - 1e-9 * abs(hi - lo) <= tick.get_loc() <= hi + 1e-9 * abs(hi - lo):
+                    undrawn |= {id(tick.label1), id(tick.label2)}
+    out = []
+    for t in fig.findobj(Text):
+        if not t.get_visible() or not t.get_text().strip() or id(t) in undrawn:
+            continue
+        e = t.get_window_extent(renderer)
+        if (e.x0 < box.x0 - tolerance_px or e.y0 < box.y0 - tolerance_px or e.x1 > box.x1 + tolerance_px
+                or e.y1 > box.y1 + tolerance_px):
+            out.append(t.get_text())
+    return out
+
+
+def title(fig, text: str) -> None:
+    """A figure title centred on the canvas, each line wrapped to the figure's width (8 pt text)."""
+    import textwrap
+
+    chars = max(20, int(fig.get_figwidth() * 72 / (0.55 * STYLE["axes.titlesize"])) - 4)
+    fig.suptitle("\n".join(textwrap.fill(line, chars) for line in text.splitlines()),
+                 fontsize=STYLE["axes.titlesize"])
+
+
 def summarise(metrics: pd.DataFrame, experiments: Sequence[str], dataset: str, metric: str) -> pd.DataFrame:
     """mean, sample std and n over seeds of `metric` on `dataset`, one row per experiment (NaN if missing)."""
     sel = metrics[metrics.experiment.isin(experiments) & (metrics.dataset == dataset) & (metrics.metric == metric)]

@@ -23,6 +23,7 @@ import pandas as pd
 import yaml
 
 from analysis.aggregate import read_metrics
+from analysis.verdicts import MARKS, Settings, judge_layout, t_interval
 from fisa.utils.io import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
@@ -37,6 +38,8 @@ ANY_DATASET = "*"
 SOURCE_PAPER_ONLY = "reported by the paper"
 SOURCE_PAPER = "paper"
 SOURCE_DIFF = "Δ (ours − paper)"
+SOURCE_INTERVAL = "95 % t interval"
+BORROWED = "*"            # after an interval computed with a borrowed seed spread (n = 1)
 
 
 class LayoutError(ValueError):
@@ -66,14 +69,24 @@ class Table:
     columns: list[str]
     lines: list[Line]
     notes: list[str]
+    settings: Settings | None = None    # verdict marks and intervals when given
 
     @property
     def caption(self) -> str:
-        """The caption: what the table shows, from which preset, how to read the lines."""
-        return (f"{self.title}. Preset: {self.preset}. Reproduced lines: mean ± sample std over n seeds; "
+        """The caption: what the table shows, from which preset, how to read the lines (and the marks)."""
+        text = (f"{self.title}. Preset: {self.preset}. Reproduced lines: mean ± sample std over n seeds; "
                 f"'{SOURCE_PAPER}': the paper's number; Δ = reproduced − paper; "
                 f"'{MISSING}': no result yet; '{NOT_REPORTED}': not reported by the paper. "
                 f"Rows marked '{SOURCE_PAPER_ONLY}' are other methods' numbers, not re-run.")
+        if self.settings is None:
+            return text
+        st = self.settings
+        return (text + f" Interval line: {st.confidence:.0%} Student-t interval of the mean over seeds "
+                f"({BORROWED}: one seed, spread borrowed from the table's closest experiment with n ≥ 3). "
+                f"Mark after Δ: {MARKS['reproduced']} reproduced (the paper's value lies in the interval "
+                f"widened by ±{st.tolerance_points:g} points, ±{st.tolerance_relative:.0%} for efficiency "
+                f"numbers), {MARKS['below']} below the paper, {MARKS['above']} above, "
+                f"{MARKS['inconclusive']} inconclusive (no seed spread). mIoU: {st.miou_rule}.")
 
     def line(self, label: str, source_prefix: str) -> Line:
         """The line under row `label` whose source starts with `source_prefix` (for tests and notebooks)."""
@@ -153,18 +166,29 @@ def _fmt(value: float, spec: str) -> str:
     return text
 
 
-def _cell_stats(metrics: pd.DataFrame, experiment: str, column: dict, device: str | None):
-    if column.get("delta_from"):  # a difference of means to a reference experiment's cell
-        plain = {k: v for k, v in column.items() if k != "delta_from"}
-        mean, _, n = _cell_stats(metrics, experiment, plain, device)
-        ref, _, _ = _cell_stats(metrics, column["delta_from"], plain, device)
-        return (None if mean is None or ref is None else mean - ref), None, n
-    sel = metrics[(metrics.experiment == experiment) & (metrics.metric == column["metric"])]
+def _cell_values(metrics: pd.DataFrame, experiment: str, column: dict, device: str | None,
+                 settings: Settings | None = None) -> pd.Series:
+    metric = column["metric"]
+    if settings is not None and column["dataset"] != ANY_DATASET:
+        from analysis.verdicts import metric_name
+
+        metric = metric_name(metrics, experiment, column["dataset"], metric, settings.miou_rule)
+    sel = metrics[(metrics.experiment == experiment) & (metrics.metric == metric)]
     if column["dataset"] != ANY_DATASET:
         sel = sel[sel.dataset == column["dataset"]]
     elif device is not None and column.get("device") == "inference":
         sel = sel[sel.device == device]
-    vals = sel.value.astype(float).dropna() * float(column.get("scale", 1.0))
+    return sel.value.astype(float).dropna() * float(column.get("scale", 1.0))
+
+
+def _cell_stats(metrics: pd.DataFrame, experiment: str, column: dict, device: str | None,
+                settings: Settings | None = None):
+    if column.get("delta_from"):  # a difference of means to a reference experiment's cell
+        plain = {k: v for k, v in column.items() if k != "delta_from"}
+        mean, _, n = _cell_stats(metrics, experiment, plain, device, settings)
+        ref, _, _ = _cell_stats(metrics, column["delta_from"], plain, device, settings)
+        return (None if mean is None or ref is None else mean - ref), None, n
+    vals = _cell_values(metrics, experiment, column, device, settings)
     if vals.empty:
         return None, None, 0
     std = float(vals.std(ddof=1)) if len(vals) > 1 else None
@@ -196,8 +220,14 @@ def _devices(metrics: pd.DataFrame, experiment: str, layout: dict) -> list[str |
 
 
 def build_table(target: str, metrics: pd.DataFrame, preset: str, paper: pd.DataFrame | None = None,
-                layouts: str | Path = LAYOUTS, targets: str | Path = TARGETS) -> Table:
-    """Lay out `target` from tidy `metrics` (the rows of metrics.csv) and the paper's numbers."""
+                layouts: str | Path = LAYOUTS, targets: str | Path = TARGETS, settings: Settings | None = None,
+                closeness=None) -> Table:
+    """Lay out `target` from tidy `metrics` (the rows of metrics.csv) and the paper's numbers.
+
+    With `settings` (config `presets.<P>.analysis`) every reproduced line gets an interval
+    line, each Δ a verdict mark (analysis.verdicts, as in the scorecard), and semantic mIoU
+    columns read `settings.miou_rule`; `closeness` ranks lenders of a seed spread.
+    """
     layout = load_layout(target, layouts, targets)
     paper = load_paper_numbers() if paper is None else paper
     table_key = layout["paper_table"]
@@ -212,6 +242,11 @@ def build_table(target: str, metrics: pd.DataFrame, preset: str, paper: pd.DataF
         if not (metrics.preset == preset).any():
             raise LayoutError(f"metrics hold presets {sorted(set(metrics.preset))}, none is {preset!r}")
         metrics = metrics[metrics.preset == preset]
+    judged = {}
+    if settings is not None:
+        judged = {(j["row"], j["column"]): j for j in judge_layout(
+            table_key, layout, lambda r, c: paper_value(paper, table_key, r, c), metrics, settings, closeness)
+            if j["kind"] == "cell"}
     lines: list[Line] = []
     notes: list[str] = []
     for row in layout["rows"]:
@@ -224,7 +259,7 @@ def build_table(target: str, metrics: pd.DataFrame, preset: str, paper: pd.DataF
         first = True
         repro_lines = []
         for device in _devices(metrics, exp, layout):
-            stats = [_cell_stats(metrics, exp, c, device) for c in columns]
+            stats = [_cell_stats(metrics, exp, c, device, settings) for c in columns]
             cells = [_cell_text(m, s, c.get("fmt", ".1f")) for (m, s, _), c in zip(stats, columns)]
             source = "reproduced" + (f", {device or 'unknown device'}" if device is not None else "")
             source += f" ({_n_text([n for _, _, n in stats])})"
@@ -233,18 +268,46 @@ def build_table(target: str, metrics: pd.DataFrame, preset: str, paper: pd.DataF
             first = False
             lines.append(ln)
             repro_lines.append(ln)
+            if settings is not None:
+                lines.append(_interval_line(metrics, exp, row["label"], columns, device, settings, judged))
         if prow:
             lines.append(Line("", SOURCE_PAPER, paper_cells, paper_vals, exp))
             for ln in repro_lines:
                 diffs = [None if (m is None or p is None) else m - p for m, p in zip(ln.values, paper_vals)]
                 cells = [NOT_REPORTED if d is None else _fmt(d, "+" + c.get("fmt", ".1f"))
                          for d, c in zip(diffs, columns)]
+                if settings is not None:
+                    cells = [cell if d is None or (row["label"], c["label"]) not in judged else
+                             f"{cell} {MARKS[judged[(row['label'], c['label'])]['verdict']]}"
+                             for cell, d, c in zip(cells, diffs, columns)]
                 suffix = f", {ln.device or 'unknown device'}" if ln.device is not None else ""
                 lines.append(Line("", SOURCE_DIFF + suffix, cells, diffs, exp, device=ln.device))
         notes += _provenance_notes(metrics, exp, row["label"])
     if layout.get("split_by_device"):
         notes[:0] = _device_notes(metrics, layout, [r["experiment"] for r in layout["rows"] if r.get("experiment")])
-    return Table(target, preset, layout["title"], labels, lines, notes)
+    return Table(target, preset, layout["title"], labels, lines, notes, settings)
+
+
+def _interval_line(metrics: pd.DataFrame, experiment: str, label: str, columns: list[dict], device: str | None,
+                   settings: Settings, judged: dict) -> Line:
+    """The interval of each cell: the verdict's (borrowed spread marked), else the seeds' own t interval."""
+    cells, values = [], []
+    for c in columns:
+        j = judged.get((label, c["label"]))
+        if j is not None and device is None:
+            lo, hi, borrowed = j["ci_low"], j["ci_high"], j["n"] == 1
+        else:
+            vals = _cell_values(metrics, experiment, c, device, settings)
+            st = t_interval(vals, settings.confidence)
+            lo, hi, borrowed = st.ci_low, st.ci_high, False
+        spec = c.get("fmt", ".1f")
+        if pd.isna(lo):
+            cells.append(NOT_REPORTED)
+            values.append(None)
+        else:
+            cells.append(f"[{_fmt(lo, spec)}, {_fmt(hi, spec)}]" + (BORROWED if borrowed else ""))
+            values.append((lo + hi) / 2)
+    return Line("", SOURCE_INTERVAL, cells, values, experiment, device=device)
 
 
 def _device_notes(metrics: pd.DataFrame, layout: dict, experiments: list[str]) -> list[str]:
@@ -277,8 +340,12 @@ def _provenance_notes(metrics: pd.DataFrame, experiment: str, label: str) -> lis
     hashes = sorted(set(sel.config_hash.fillna("").astype(str)) - {""})
     note = f"{label} ({experiment}): commit {', '.join(c[:10] for c in commits) or 'unknown'}; " \
            f"config {', '.join(hashes) or 'unknown'}."
-    if len(hashes) > 1:
-        note += " WARNING: several config hashes pooled."
+    # config_hash includes the seed; the seedless hash (newer records) tells seeds of one config apart
+    # from different configs pooled by mistake
+    seedless = sorted(set(sel.get("config_hash_seedless", pd.Series(dtype=str)).fillna("").astype(str)) - {""})
+    if len(seedless) > 1 or (not seedless and len(hashes) > 1):
+        note += " WARNING: several configurations pooled." if seedless else \
+            " WARNING: several config hashes pooled (records without config_hash_seedless: seeds or configs?)."
     return [note]
 
 
@@ -292,7 +359,9 @@ _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
 def latex_escape(text: str) -> str:
     """Escape LaTeX specials; ± − Δ – become math/text commands (the file stays ASCII)."""
     out = "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
-    return (out.replace("±", r"$\pm$").replace("−", "$-$").replace("Δ", r"$\Delta$").replace("–", "--"))
+    out = out.replace("<", "$<$").replace(">", "$>$")  # OT1 text mode would print < > as ¡ ¿
+    return (out.replace("±", r"$\pm$").replace("−", "$-$").replace("Δ", r"$\Delta$").replace("–", "--")
+            .replace("≈", r"$\approx$").replace("≥", r"$\geq$"))
 
 
 def _latex_cell(text: str) -> str:
@@ -364,9 +433,16 @@ def to_html(table: Table) -> str:
 
 
 def render(target: str, preset: str, metrics_csv: str | Path, out_tex: str | Path | None = None,
-           out_md: str | Path | None = None, out_html: str | Path | None = None) -> Table:
-    """Build `target` from a metrics.csv and write its LaTeX, Markdown (and HTML) files, atomically."""
-    table = build_table(target, read_metrics(metrics_csv), preset)
+           out_md: str | Path | None = None, out_html: str | Path | None = None, config: dict | None = None) -> Table:
+    """Build `target` from a metrics.csv and write its LaTeX, Markdown (and HTML) files, atomically.
+
+    With `config`, cells carry intervals and verdict marks (`presets.<P>.analysis`)."""
+    settings = closeness = None
+    if config is not None:
+        from analysis.verdicts import config_closeness
+
+        settings, closeness = Settings.from_config(config, preset), config_closeness(config, preset)
+    table = build_table(target, read_metrics(metrics_csv), preset, settings=settings, closeness=closeness)
     if out_tex:
         atomic_write_text(out_tex, to_latex(table))
     if out_md:
@@ -384,8 +460,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--out-tex", required=True)
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-html", default=None, help="optional: an HTML page (for snakemake --report)")
+    p.add_argument("--config", default=None,
+                   help="config.yaml: adds intervals and verdict marks (presets.<P>.analysis); the workflow passes it")
     args = p.parse_args(argv)
-    render(args.target, args.preset, args.metrics, args.out_tex, args.out_md, args.out_html)
+    config = None
+    if args.config:
+        from fisa.config import load_config
+
+        config = load_config(args.config)
+    render(args.target, args.preset, args.metrics, args.out_tex, args.out_md, args.out_html, config)
 
 
 if __name__ == "__main__":

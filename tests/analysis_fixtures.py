@@ -20,14 +20,16 @@ def classes_of(dataset: str) -> list[list[str]]:
 
 
 def write_eval(root: Path, experiment: str, seed: int, dataset: str, metrics: dict, per_class: dict | None = None,
-               preset: str = "small", device: str = "cpu", config_hash: str = "cfg0") -> Path:
-    """Write one evaluation JSON where the workflow would, return its path."""
+               preset: str = "small", device: str = "cpu", config_hash: str = "cfg0",
+               provenance: dict | None = None) -> Path:
+    """Write one evaluation JSON where the workflow would, return its path (`provenance`: extra keys)."""
     path = Path(root) / "eval" / experiment / f"seed{seed}" / f"{dataset}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({
         "experiment": experiment, "dataset": dataset, "preset": preset, "seed": seed, "metrics": metrics,
         "per_class": per_class or {},
-        "provenance": {"commit": COMMIT, "config_hash": config_hash, "device": device, "seed": seed}}))
+        "provenance": {"commit": COMMIT, "config_hash": config_hash, "device": device, "seed": seed,
+                       **(provenance or {})}}))
     return path
 
 

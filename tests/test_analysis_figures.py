@@ -155,3 +155,33 @@ def test_cli_writes_both_files(tmp_path):
             str(tmp_path / "m.csv"), "--per-class", str(tmp_path / "pc.csv"), "--results-dir", str(tmp_path),
             "--out-pdf", str(tmp_path / "c.pdf"), "--out-png", str(tmp_path / "c.png")])
     _check_files(tmp_path, "c")
+
+
+def test_text_outside_finds_a_clipped_title():
+    """The check can fail: a long axes title over a narrow figure leaves the canvas."""
+    from analysis import plots
+
+    fig, ax = plots.new_figure(2.0)
+    ax.set_title("A very long title about ADE150 classes absent from COCO, preset small, largest gains")
+    assert plots.text_outside(fig) == [ax.get_title()]
+    fig2, _ = plots.new_figure(2.0)
+    plots.title(fig2, "A very long title about ADE150 classes absent from COCO, preset small, largest gains")
+    assert plots.text_outside(fig2) == []
+
+
+def test_every_figure_text_fits_its_canvas(tmp_path):
+    """Titles, labels, tick labels, legends of every metric figure lie inside the canvas (fig3 was clipped)."""
+    from analysis import plots
+
+    names = ["skyscraper", "windowpane", "palm", "wall"]
+    per = {"baseline": dict(zip(names, [5.0, 30.0, 10.0, 60.0])), "seve": dict(zip(names, [15.0, 33.0, 9.0, 90.0]))}
+    evals = [write_eval(tmp_path, e, s, "ade150", {"PQ": 10.0 + s, "mIoU": 20.0 + s},
+                        {c: {"IoU": v} for c, v in pc.items()}) for e, pc in per.items() for s in range(2)]
+    evals += [write_eval(tmp_path, e, 0, "ade150", {"PQ": 5.0, "mIoU": 9.0})
+              for e in ["oracle_classifier", "fisa", "iters_100", "iters_10000", "data_0.001", "data_1.0"]]
+    inp = _inputs(tmp_path, evals)
+    for target in ["fig2a_oracle", "fig2b_frozen_generator", "fig3_per_class_gains", "fig7_training_length",
+                   "fig7_data_size"]:
+        fig, _ = F.FIGURES[target](inp)
+        assert plots.text_outside(fig) == [], target
+        assert "preset small" in fig._suptitle.get_text().replace("\n", " ")

@@ -22,3 +22,19 @@ def test_caption_renders_and_names_the_preset(target):
     html = publish_parts(text, writer="html", settings_overrides={"report_level": 2, "halt_level": 2})["body"]
     assert "Preset: <tt class=\"docutils literal\">small</tt>" in html or "Preset: <span class=\"docutils literal\">small</span>" in html
     assert "System Message" not in html
+
+
+@pytest.mark.parametrize("name, snakemake", [
+    ("scorecard", SimpleNamespace(params=SimpleNamespace(preset="small"), config={})),
+    ("training_curves", SimpleNamespace(params=SimpleNamespace(preset="small"),
+                                        wildcards=SimpleNamespace(table="table3a_components"), config={})),
+    ("workflow", SimpleNamespace(config={"preset": "small"})),
+])
+def test_scorecard_curves_and_front_page_render(name, snakemake):
+    """The report's front page points to the scorecard; the scorecard and curve captions render."""
+    text = jinja2.Template((ROOT / "workflow" / "report" / f"{name}.rst").read_text(),
+                           undefined=jinja2.StrictUndefined).render(snakemake=snakemake)
+    html = publish_parts(text, writer="html", settings_overrides={"report_level": 2, "halt_level": 2})["body"]
+    assert "System Message" not in html and "small" in html
+    if name == "workflow":
+        assert "scorecard" in html.lower() and "N of M paper numbers reproduced" in html

@@ -250,3 +250,21 @@ def test_every_paper_table_number_has_a_cell_in_a_layout():
     tables = paper[paper.table.str.startswith("table")]
     unplaced = [k for k in zip(tables.table, tables.row, tables.column) if k not in placed]
     assert unplaced == []
+
+
+def test_seeds_of_one_config_are_not_a_pooling_warning(tmp_path):
+    """config_hash includes the seed; the seedless hash tells seeds apart from mixed configurations."""
+    def metrics(seedless):
+        paths = [write_eval(tmp_path / str(seedless), "fisa", s, "ade150", {"PQ": 27.0 + s}, config_hash=f"cfg{s}",
+                            provenance={"config_hash_seedless": seedless[s], "checkpoint_sha256": "ab" * 32})
+                 for s in range(2)]
+        return _metrics(paths)
+
+    same = T.build_table("table3a_components", metrics(("abc", "abc")), "small")
+    note = next(n for n in same.notes if "(fisa)" in n)
+    assert "cfg0, cfg1" in note and "WARNING" not in note
+    mixed = T.build_table("table3a_components", metrics(("abc", "xyz")), "small")
+    assert "WARNING: several configurations pooled." in next(n for n in mixed.notes if "(fisa)" in n)
+    old = T.build_table("table3a_components", metrics(("", "")), "small")   # records from before the seedless hash
+    assert "WARNING: several config hashes pooled" in next(n for n in old.notes if "(fisa)" in n)
+    assert set(metrics(("abc", "abc")).checkpoint_sha256) == {"ab" * 32}

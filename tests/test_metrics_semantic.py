@@ -45,6 +45,31 @@ def test_class_only_predicted_fc_clip_issue_27():
     old_rule = 100 * np.mean(tp[union > 0] / union[union > 0])
     assert old_rule == pytest.approx(50.0)
     assert r["mIoU"] != pytest.approx(old_rule)
+    assert r["mIoU_gt_classes"] == pytest.approx(75.0) and r["mIoU_gt_or_pred_classes"] == pytest.approx(50.0)
+
+
+def test_both_detectron2_rules_from_one_matrix_hand_computed():
+    """Two classes predicted but absent from the GT, one predicted only on ignore pixels.
+
+    Valid pixels (GT != 255): gt0/p0, gt0/p3, gt1/p1, gt1/p1, gt1/p4. Class 0: I 1, U 2 -> 1/2;
+    class 1: I 2, U 3 -> 2/3; classes 3 and 4 only predicted; class 2 predicted only where the
+    GT is ignored (not counted at all). Since detectron2 f3c1bc1: (1/2 + 2/3) / 2 = 7/12;
+    up to v0.6: (1/2 + 2/3) / 4 (classes 0, 1, 3, 4 have GT or prediction) = 7/24.
+    """
+    gt = np.array([[0, 0, 1, 255], [1, 1, 255, 255]])
+    pred = np.array([[0, 3, 1, 2], [1, 4, 0, 4]])
+    ev = SemSegEvaluator(5, 255)
+    ev.process(pred, gt)
+    r = ev.evaluate()
+    assert r["mIoU_gt_classes"] == pytest.approx(100 * 7 / 12)
+    assert r["mIoU_gt_or_pred_classes"] == pytest.approx(100 * 7 / 24)
+    assert r["mIoU"] == r["mIoU_gt_classes"]
+    assert r["mIoU_gt_classes"] - r["mIoU_gt_or_pred_classes"] == pytest.approx(100 * 7 / 24)
+    # without a class only predicted the two rules agree
+    ev2 = SemSegEvaluator(5, 255)
+    ev2.process(np.array([[0, 1, 1, 2]]), np.array([[0, 0, 1, 255]]))
+    r2 = ev2.evaluate()
+    assert r2["mIoU_gt_classes"] == pytest.approx(r2["mIoU_gt_or_pred_classes"]) == pytest.approx(100 * (1 / 2 + 1 / 2) / 2)
 
 
 @pytest.mark.parametrize("num_classes,ignore_label", [(3, 255), (7, 255), (12, 65535), (5, -1)])

@@ -87,6 +87,7 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
     from fisa.metrics.panoptic import id2rgb
     from fisa.metrics.semantic import SemSegEvaluator
     from fisa.models.variants import get_variant
+    from fisa.metrics.semantic import MIOU_GT_CLASSES, MIOU_GT_OR_PRED_CLASSES, MIOU_RULES, SemSegEvaluator
 
     t_start = time.perf_counter()
     device = device or pick_device(resolved)
@@ -107,7 +108,7 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
     log.info("evaluating %s (seed %d) on %s: %d images, tasks %s, predictions in %s", resolved["experiment"],
              resolved["seed"], dataset_name, n, sorted(tasks), out_dir)
 
-    metrics, per_class, seconds = {}, {}, []
+    metrics, per_class, seconds, conventions = {}, {}, [], None
     if "referring" in tasks:
         from fisa.metrics.referring import ReferringEvaluator
 
@@ -160,8 +161,11 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
                 used_images.append(item["image_id"])
         if sem_eval is not None:
             sem = sem_eval.evaluate()
-            for k in ("mIoU", "fwIoU", "mACC", "pACC"):
-                metrics[k] = float(sem[k])
+            for k in ("mIoU", MIOU_GT_CLASSES, MIOU_GT_OR_PRED_CLASSES, "fwIoU", "mACC", "pACC"):
+                metrics[k] = float(sem[k])  # both detectron2 mIoU rules, by name; `mIoU` = the paper-era one
+            conventions = {"mIoU": MIOU_GT_CLASSES, **MIOU_RULES, "ignore_label": int(meta.ignore_label),
+                           "ignore_rule": "ground-truth pixels with the ignore label count neither as ground "
+                                          "truth nor as prediction (detectron2)"}
             for name, iou in zip(names, sem["IoU"]):
                 per_class.setdefault(name, {})["IoU"] = None if iou is None or np.isnan(iou) else float(iou)
         if "panoptic" in tasks:
@@ -174,9 +178,12 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
         "provenance": {
             "commit": provenance.git_commit(), "config_hash": config_hash(resolved),
             "code_version": resolved.get("code_version"),  # the commit that resolved the run config
+            # the same for every seed of the experiment: what tables pool across seeds
+            "config_hash_seedless": config_hash({k: v for k, v in resolved.items() if k != "seed"}),
             "checkpoint": str(ckpt) if ckpt else None, "checkpoint_sha256": _sha256(ckpt) if ckpt else None,
             "device": provenance.device_name(device), "seed": resolved["seed"], "images": n,
             "dataset_images": len(dataset), "predictions": str(out_dir),
+            "semantic_conventions": conventions,
             "timings": {"total_s": round(time.perf_counter() - t_start, 3),
                         "inference_s": round(sum(seconds), 3),
                         "median_image_s": round(statistics.median(seconds), 4) if seconds else None},

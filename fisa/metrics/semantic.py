@@ -1,4 +1,4 @@
-"""Semantic segmentation metrics exactly as the current detectron2 `SemSegEvaluator` computes them.
+"""Semantic segmentation metrics exactly as detectron2's `SemSegEvaluator` computes them (both of its mIoU rules).
 
 An integer confusion matrix accumulated with `numpy.bincount`, then detectron2's formulas:
 a class counts in mIoU / mACC only if it has ground-truth pixels (the rule since 2022; the
@@ -28,6 +28,18 @@ import numpy as np
 from fisa.utils.io import atomic_write_json
 
 LABEL_SUFFIXES = (".png", ".tif", ".tiff")
+
+# The two mIoU rules detectron2's SemSegEvaluator has had, from the same confusion matrix.
+# detectron2 commit f3c1bc199a7ab0fe1d0d7a3b44fa95ec73d7a896 (2022-07-06, "Fix semantic errors
+# in code for calculating IoU metrics") changed the denominator; v0.6 (2021-10) and every wheel
+# built from it still have the old one. Names say which classes the mean runs over.
+MIOU_GT_CLASSES = "mIoU_gt_classes"                  # since f3c1bc1: classes with GT pixels
+MIOU_GT_OR_PRED_CLASSES = "mIoU_gt_or_pred_classes"  # up to v0.6: classes with GT or prediction (IoU 0 if no GT)
+MIOU_RULES = {
+    MIOU_GT_CLASSES: "detectron2 since commit f3c1bc1 (2022-07-06): mean IoU over classes with ground-truth pixels",
+    MIOU_GT_OR_PRED_CLASSES: "detectron2 up to v0.6 (before commit f3c1bc1): IoU summed over classes with "
+                             "ground-truth pixels, divided by the number of classes with ground truth or prediction",
+}
 
 
 class SemSegEvaluator:
@@ -118,7 +130,11 @@ class SemSegEvaluator:
         self.confusion_matrix += matrix.astype(np.int64)
 
     def evaluate(self) -> dict:
-        """{"mIoU", "fwIoU", "mACC", "pACC": float (percent), "IoU": [float | None] * C, "ACC": [...]}."""
+        """{"mIoU", "fwIoU", "mACC", "pACC": float (percent), "IoU": [float | None] * C, "ACC": [...]}.
+
+        `mIoU` is the current rule; the result also holds both rules under their names
+        (`MIOU_GT_CLASSES` = `mIoU`, `MIOU_GT_OR_PRED_CLASSES`), see `MIOU_RULES`.
+        """
         cm = self.confusion_matrix
         tp = cm.diagonal()[:-1].astype(np.float64)  # [C]
         pos_gt = cm[:, :-1].sum(axis=0).astype(np.float64)  # GT pixels per class (ignore-label predictions are misses)
@@ -131,8 +147,14 @@ class SemSegEvaluator:
         acc = np.divide(tp, pos_gt, out=np.zeros_like(tp), where=acc_valid)
         iou = np.divide(tp, union, out=np.zeros_like(tp), where=iou_valid)
         class_weights = pos_gt / pos_gt.sum()
+        miou = 100 * float(iou[iou_valid].sum() / iou_valid.sum())
+        # pre-2022: the same sum over GT classes, divided by the classes with GT or a prediction
+        # (a class only predicted adds an IoU of 0); fwIoU, mACC, pACC are the same under both
+        gt_or_pred = int(((pos_gt + pos_pred) > 0).sum())
         return {
-            "mIoU": 100 * float(iou[iou_valid].sum() / iou_valid.sum()),
+            "mIoU": miou,
+            MIOU_GT_CLASSES: miou,
+            MIOU_GT_OR_PRED_CLASSES: 100 * float(iou[iou_valid].sum() / gt_or_pred),
             "fwIoU": 100 * float((iou[iou_valid] * class_weights[iou_valid]).sum()),
             "mACC": 100 * float(acc[acc_valid].sum() / acc_valid.sum()),
             "pACC": 100 * float(tp.sum() / pos_gt.sum()),

@@ -93,6 +93,7 @@ for _target in TARGETS:
             params:
                 target=_target,
                 preset=PRESET,
+                engine=ENGINE_ARGS,   # --config (intervals, verdict marks: presets.<P>.analysis) --preset
             log:
                 log_path("tables", _target),
             conda:
@@ -101,7 +102,7 @@ for _target in TARGETS:
             resources:
                 **rule_resources("tables"),
             shell:
-                "python -m analysis.tables --target {params.target} --preset {params.preset}"
+                "python -m analysis.tables --target {params.target} {params.engine}"
                 " --metrics {input.metrics:q} --out-tex {output.tex:q} --out-md {output.md:q} > {log:q} 2>&1"
 
     else:
@@ -134,3 +135,62 @@ for _target in TARGETS:
                 "python -m analysis.figures --target {params.target} {params.engine}"
                 " --metrics {input.metrics:q} --per-class {input.per_class:q} --results-dir {params.results:q}"
                 " --out-pdf {output.pdf:q} --out-png {output.png:q} > {log:q} 2>&1"
+
+
+def _scorecard_labels(wildcards, output):
+    """The report's label of the scorecard item: its headline ("N of M paper numbers reproduced")."""
+    from analysis.scorecard import headline_of_csv
+
+    return {"scorecard": headline_of_csv(output.csv)}
+
+
+rule scorecard:
+    """Every paper number judged (reproduced / below / above / inconclusive): CSV + one-page Markdown, PDF, HTML."""
+    output:
+        csv=f"{RESULTS}/reproduction/scorecard.csv",
+        md=f"{RESULTS}/reproduction/scorecard.md",
+        pdf=f"{RESULTS}/reproduction/scorecard.pdf",
+        html=report(f"{RESULTS}/reproduction/scorecard.html", category="Scorecard",
+                    caption=str(REPO / "workflow/report/scorecard.rst"), labels=_scorecard_labels),
+    input:
+        metrics=f"{RESULTS}/metrics.csv",
+    params:
+        engine=ENGINE_ARGS,
+        preset=PRESET,
+    log:
+        log_path("scorecard", "all"),
+    conda:
+        CONDA_ENV
+    threads: rule_threads("tables")
+    resources:
+        **rule_resources("tables"),
+    shell:
+        "python -m analysis.scorecard {params.engine} --metrics {input.metrics:q} --out-csv {output.csv:q}"
+        " --out-md {output.md:q} --out-pdf {output.pdf:q} --out-html {output.html:q} > {log:q} 2>&1"
+
+
+rule training_curves:
+    """Training curves (losses.csv) of every run of a table: one overview figure, one PNG per run."""
+    output:
+        pdf=f"{RESULTS}/figures/curves/{{table}}.pdf",
+        png=report(f"{RESULTS}/figures/curves/{{table}}.png", category="Training curves",
+                   caption=str(REPO / "workflow/report/training_curves.rst")),
+        runs=directory(f"{RESULTS}/curves/{{table}}"),
+    input:
+        lambda wc: [f"{run_dir(e, s)}/done.json" for e in target_experiments(wc.table) for s in seeds_of(e)],
+    wildcard_constraints:
+        table="|".join(TABLES),
+    params:
+        engine=ENGINE_ARGS,
+        preset=PRESET,
+        results=RESULTS,
+    log:
+        log_path("curves", "{table}"),
+    conda:
+        CONDA_ENV
+    threads: rule_threads("figures")
+    resources:
+        **rule_resources("figures"),
+    shell:
+        "python -m analysis.curves --target {wildcards.table} {params.engine} --results-dir {params.results:q}"
+        " --out-pdf {output.pdf:q} --out-png {output.png:q} --runs-dir {output.runs:q} > {log:q} 2>&1"

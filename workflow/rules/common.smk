@@ -10,8 +10,9 @@ from pathlib import Path
 import yaml
 from snakemake.exceptions import WorkflowError
 
-from fisa.config import (ConfigError, config_hash, experiment_names, generator_run_config, is_optional,
-                         preset_name, resources_for, run_config, run_dir_of, validate_config, write_run_config)
+from fisa.config import (ConfigError, config_hash, eval_datasets, experiment_names, experiment_seeds,
+                         generator_run_config, is_optional, preset_name, resources_for, run_config, run_dir_of,
+                         validate_config, write_run_config)
 
 # Paths of the repository (not of --directory): the schema and the targets travel with the code.
 REPO = Path(workflow.basedir)
@@ -51,7 +52,7 @@ try:
         (name, seed): run_config(config, name, PRESET, seed,
                                  run_dir_of(PRESET, config["experiments"][name].get("weights_from", name), seed))
         for name in experiment_names(config, include_optional=True)
-        for seed in config["experiments"][name].get("seeds", config["seeds"])
+        for seed in experiment_seeds(config, name, PRESET)
     }
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
@@ -131,8 +132,8 @@ def guarded(command):
 
 
 def seeds_of(experiment):
-    """The seeds one experiment runs with (its own `seeds`, else the global list)."""
-    return config["experiments"][experiment].get("seeds", config["seeds"])
+    """The seeds one experiment runs with under the preset (fisa.config.experiment_seeds: preset default, own `seeds`, seed spread)."""
+    return experiment_seeds(config, experiment, PRESET)
 
 
 def resolved(experiment, seed=None):
@@ -195,7 +196,7 @@ def evals_of(experiments, datasets=None):
     out = []
     for exp in experiments:
         for seed in seeds_of(exp):
-            for ds in resolved(exp, seed)["datasets"]:
+            for ds in eval_datasets(config, exp, seed, PRESET):  # a seed-spread seed: its datasets only
                 if datasets is None or ds in datasets:
                     out.append(eval_json(exp, seed, ds))
     return out

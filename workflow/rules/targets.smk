@@ -9,16 +9,18 @@ def in_full_run(target):
 
 
 rule all_tables:
-    """Every table of the paper, and the tidy metrics.csv over every experiment."""
+    """Every table of the paper, the tidy metrics.csv over every experiment, and the scorecard."""
     input:
         [f"{RESULTS}/tables/{t}.tex" for t in TABLES if in_full_run(t)],
         f"{RESULTS}/metrics.csv",
+        f"{RESULTS}/reproduction/scorecard.csv",
 
 
 rule all_figures:
-    """Every figure of the paper (PDF and PNG)."""
+    """Every figure of the paper (PDF and PNG), and the training curves of every table's runs."""
     input:
         [f"{RESULTS}/figures/{t}.{ext}" for t in FIGURES if in_full_run(t) for ext in ("pdf", "png")],
+        [f"{RESULTS}/figures/curves/{t}.png" for t in TABLES if in_full_run(t)],
 
 
 rule all:

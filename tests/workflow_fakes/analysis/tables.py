@@ -6,6 +6,7 @@ import fake
 ap = argparse.ArgumentParser()
 for a in ("--target", "--preset", "--metrics", "--out-tex", "--out-md"):
     ap.add_argument(a, required=True)
+ap.add_argument("--config")
 args = ap.parse_args()
 fake.log_call("tables", args)
 rows = Path(args.metrics).read_text().splitlines()[1:]
