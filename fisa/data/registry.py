@@ -328,7 +328,10 @@ def count_split(name: str, split: str, root: str | Path) -> int:
     if "referring" in meta.tasks:
         from fisa.data.datasets import load_refs
 
-        refs = load_refs(Path(root) / layout.refs)
+        path = Path(root) / layout.refs
+        if not path.is_file():
+            raise DatasetError(f"{name} {split}: refs file {path} is missing (create it with {meta.prepare_hint})")
+        refs = load_refs(path)
         return sum(1 for r in refs if r.get("split") == layout.refs_split)
     folder = Path(root) / layout.image_dir
     if not folder.is_dir():
