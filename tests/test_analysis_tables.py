@@ -33,7 +33,7 @@ def test_paper_numbers_hold_spec_values():
               ("table3a", "+ SEVE + full fine-tune", "ADE150 PQ"): 14.9,
               ("table3b", "LoRA rank 64", "ADE150 PQ"): 25.9, ("table3c", "3 layers", "ADE150 PQ"): 27.2,
               ("table3d", "+ adapt mask generator", "ADE150 PQ"): 21.9,
-              ("table3e", "EVA01-g-14-plus", "ADE150 mIoU"): 36.4, ("table3f", "with FISA", "RefCOCO+"): 25.9,
+              ("table3e", "EVA01-g-14-plus", "ADE150 mIoU"): 36.4, ("table3f", "with FISA", "RefCOCO+ oIoU"): 25.9,
               ("table4", "ResNet-50", "ADE847 mIoU"): 15.8, ("fig2a", "oracle classifier", "mIoU"): 60.5,
               ("fig2a", "oracle classifier - oracle generator", "PQ"): 12.7,
               ("fig3", "seve - baseline", "max IoU gain"): 13.7,
@@ -172,10 +172,11 @@ def test_table2_names_the_device_and_splits_mixed_devices(tmp_path):
     assert "WARNING" in T.to_latex(table)
 
 
-def test_table3f_uses_referring_miou(tmp_path):
-    paths = [write_eval(tmp_path, "fisa", 0, "refcoco", {"mIoU": 30.0, "oIoU": 1.0}),
-             write_eval(tmp_path, "baseline", 0, "refcocoplus", {"mIoU": 20.0, "oIoU": 1.0})]
+def test_table3f_uses_referring_overall_iou(tmp_path):
+    paths = [write_eval(tmp_path, "fisa", 0, "refcoco", {"oIoU": 30.0, "mIoU": 1.0}),
+             write_eval(tmp_path, "baseline", 0, "refcocoplus", {"oIoU": 20.0, "mIoU": 1.0})]
     table = T.build_table("table3f_refcoco", _metrics(paths), "small")
+    assert table.columns == ["RefCOCO oIoU", "RefCOCO+ oIoU"]
     assert table.line("with FISA", "reproduced").cells == ["30.0", T.MISSING]
     assert table.line("with FISA", "Δ").cells == ["+5.4", T.NOT_REPORTED]
     assert table.line("without FISA", "reproduced").cells == [T.MISSING, "20.0"]

@@ -140,13 +140,15 @@ def test_referring_loader_decodes_polygons_and_groups_sentences(tmp_path):
                              "segmentation": [[2, 1, 6, 1, 6, 5, 2, 5]]}]}
     (folder / "instances.json").write_text(json.dumps(inst))
     refs = [{"ref_id": 3, "ann_id": 77, "image_id": 9, "split": "val",
-             "sentences": [{"sent_id": 10, "sent": "left man"}, {"sent_id": 11, "sent": "man in red"}]},
-            {"ref_id": 4, "ann_id": 77, "image_id": 9, "split": "testA", "sentences": [{"sent_id": 12, "sent": "x"}]}]
+             "sentences": [{"sent_id": 10, "sent": "left man", "raw": "Left man"},
+                           {"sent_id": 11, "sent": "man in red", "raw": "man in red!"}]},
+            {"ref_id": 4, "ann_id": 77, "image_id": 9, "split": "testA",
+             "sentences": [{"sent_id": 12, "sent": "x", "raw": "x"}]}]
     (folder / "refs(unc).p").write_bytes(pickle.dumps(refs, protocol=2))
     ds = build_dataset("refcocoplus", "val", tmp_path)
     assert len(ds) == 1
     item = ds[0]
-    assert item["expressions"] == ["left man", "man in red"] and item["sentence_ids"] == [10, 11]
+    assert item["expressions"] == ["Left man", "man in red!"] and item["sentence_ids"] == [10, 11]  # raw text
     assert item["ref_id"] == 3 and item["ann_id"] == 77 and item["mask"].dtype == torch.bool
     expect = np.zeros((10, 12), bool)
     expect[1:5, 2:6] = True  # pycocotools rasterises the 2..6 x 1..5 box to these pixels
@@ -155,6 +157,32 @@ def test_referring_loader_decodes_polygons_and_groups_sentences(tmp_path):
     assert torch.equal(item["mask"], torch.from_numpy(ref)) and (ref == expect).mean() > 0.9
     with pytest.raises(DatasetError, match=r"refs\(unc\).p: no refs in split 'testB'"):
         build_dataset("refcocoplus", "testB", tmp_path)
+
+
+def test_referring_target_is_the_refer_toolkit_mask_of_overlapping_polygons(tmp_path):
+    # refer's getMask sums the polygon layers; LAVT keeps sum == 1, so the overlap of two
+    # polygons of one object is background (for two polygons: their XOR), not their union.
+    from pycocotools import mask as mask_utils
+
+    (tmp_path / "coco/train2014").mkdir(parents=True)
+    Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(tmp_path / "coco/train2014/COCO_train2014_000000000009.jpg")
+    folder = tmp_path / "refcoco/refcoco"
+    folder.mkdir(parents=True)
+    polys = [[2, 1, 6, 1, 6, 5, 2, 5], [4, 3, 9, 3, 9, 8, 4, 8]]
+    inst = {"images": [{"id": 9, "file_name": "COCO_train2014_000000000009.jpg", "height": 10, "width": 12}],
+            "annotations": [{"id": 77, "image_id": 9, "category_id": 1, "segmentation": polys}]}
+    (folder / "instances.json").write_text(json.dumps(inst))
+    refs = [{"ref_id": 3, "ann_id": 77, "image_id": 9, "split": "val",
+             "sentences": [{"sent_id": 10, "sent": "man", "raw": "Man."}]}]
+    (folder / "refs(unc).p").write_bytes(pickle.dumps(refs, protocol=2))
+    a, b = (mask_utils.decode(mask_utils.frPyObjects([p], 10, 12))[:, :, 0].astype(bool) for p in polys)
+    assert (a & b).any()
+    mask = build_dataset("refcoco", "val", tmp_path)[0]["mask"]
+    assert torch.equal(mask, torch.from_numpy(a ^ b))
+    refs[0]["sentences"][0].pop("raw")
+    (folder / "refs(unc).p").write_bytes(pickle.dumps(refs, protocol=2))
+    with pytest.raises(DatasetError, match="ref 3 sentence 0 has no 'raw' text"):
+        build_dataset("refcoco", "val", tmp_path)[0]
 
 
 def test_subset_is_deterministic_nested_and_never_empty():

@@ -55,8 +55,16 @@ def test_class_names_and_synonyms_from_the_sources():
     coco = get_meta("coco")
     assert coco.classes[0][0] == "person" and "child" in coco.classes[0]
     assert coco.class_names[coco.category_id_to_index[118]] == "wood floor"  # FC-CLIP's name for floor-wood
-    ade = get_meta("ade150")
-    assert ade.classes[6] == ["road", "route"] and ade.classes[8] == ["window"]  # source has "window " (space)
+    ade = get_meta("ade150")  # FC-CLIP's ade20k_150_with_prompt_eng.txt: line k is class k - 1
+    assert ade.classes[6] == ["road", "route", "street", "roads", "streets", "routes"]
+    assert ade.classes[25] == ["house exterior"] and ade.synonyms == "fcclip"
+    # the objectInfo150 names split at "," stay available (config eval.ade150_synonyms: objectinfo150)
+    split = get_meta("ade150", "objectinfo150")
+    assert split.classes[6] == ["road", "route"] and split.classes[8] == ["window"]  # source has "window " (space)
+    assert split.classes[25] == ["house"] and split.synonyms == "objectinfo150" and split.thing == ade.thing
+    assert sum(a != b for a, b in zip(ade.classes, split.classes)) == 96
+    with pytest.raises(DatasetError, match="coco: unknown synonym lists 'objectinfo150'; coco has: fcclip"):
+        get_meta("coco", "objectinfo150")
     assert get_meta("ade847").classes[-1] == ["adding machine", "totalizer", "totaliser"]
     assert get_meta("pc59").class_names[0] == "aeroplane" and get_meta("pc59").class_names[-1] == "wood piece"
     assert get_meta("pc459").class_names[-1] == "wool"
@@ -65,6 +73,15 @@ def test_class_names_and_synonyms_from_the_sources():
     for name in list_datasets():
         for c in get_meta(name).classes:
             assert c and all(s and s == s.strip() for s in c) and len(set(c)) == len(c), (name, c)
+
+
+def test_ade150_synonyms_equal_fcclip_file_line_by_line():
+    # parsed here independently of the builder: "<id>:<syn>,<syn>,..." with id 0 the invalid class
+    lines = (CLASSES_DIR / "sources" / "ade20k_150_with_prompt_eng.txt").read_text().splitlines()
+    assert lines[0] == "0:invalid_class_id" and len(lines) == 151
+    expected = [[w.strip() for w in line.split(":", 1)[1].split(",")] for line in lines[1:]]
+    assert [int(line.split(":")[0]) for line in lines[1:]] == list(range(1, 151))
+    assert get_meta("ade150").classes == [list(dict.fromkeys(e)) for e in expected]
 
 
 def test_class_json_files_are_up_to_date_and_record_their_sources(capsys):
@@ -154,3 +171,17 @@ def test_describe_reports_what_is_prepared(tmp_path, capsys):
     assert main(["--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "pc59" in out and "NOT prepared" in out and len(out.splitlines()) == 8
+
+
+def test_official_split_sizes():
+    from fisa.data.registry import OFFICIAL_SIZES, expected_size
+
+    # SPEC.md's evaluation splits (COCO val2017 5,000; ADE val 2,000; PC val 5,105; Mapillary val 2,000)
+    assert {n: OFFICIAL_SIZES[n]["val"] for n in ("coco", "ade150", "ade847", "pc59", "pc459", "mapillary")} == {
+        "coco": 5000, "ade150": 2000, "ade847": 2000, "pc59": 5105, "pc459": 5105, "mapillary": 2000}
+    assert OFFICIAL_SIZES["coco"]["train"] == 118287
+    # Yu et al. 2016: RefCOCO 50,000 referred objects, RefCOCO+ 49,856, over the four UNC splits
+    assert sum(OFFICIAL_SIZES["refcoco"].values()) == 50000 and sum(OFFICIAL_SIZES["refcocoplus"].values()) == 49856
+    for name in list_datasets():
+        assert set(OFFICIAL_SIZES[name]) == set(get_meta(name).splits), name
+    assert expected_size("ade150", "validation", "/nonexistent") == (2000, "official size (fisa.data.registry.OFFICIAL_SIZES)")

@@ -131,6 +131,9 @@ def test_prediction_files_and_record(fisa, small):
     p = rec["provenance"]
     assert p["config_hash"] and p["checkpoint"].endswith("model_final.pt") and len(p["checkpoint_sha256"]) == 64
     assert p["timings"]["total_s"] > 0 and p["seed"] == 0
+    # the whole stand-in split, checked against the size the synthetic generator declared
+    assert rec["subset"] is False and rec["dataset_size"]["expected"] == rec["dataset_size"]["found"] == len(sem)
+    assert "fisa.data.synthetic" in rec["dataset_size"]["expected_from"]
 
 
 def test_evaluation_is_deterministic(fisa, small):
@@ -213,6 +216,7 @@ def test_failure_before_the_loop_is_recorded_as_failed(small, tmp_path):
 def test_referring_and_oracles(small, baseline):
     rec, _ = _evaluate(small, baseline[0], baseline[1], "refcoco")
     assert {"mIoU", "oIoU", "P@0.5", "P@0.9"} <= set(rec["metrics"])
+    assert baseline[0]["eval"]["referring_size"] == 480 and rec["subset"] is False
     assert 0 <= rec["metrics"]["mIoU"] <= 100
     r, out = _train(small, "oracle_generator")
     oracle_g, path = _evaluate(small, r, out, "ade150")
@@ -223,6 +227,28 @@ def test_referring_and_oracles(small, baseline):
     # ground-truth classes on the generator's masks: far above the (random-CLIP) baseline
     assert oracle_c["metrics"]["mIoU"] > baseline[2]["metrics"]["mIoU"] + 5
     assert oracle_c["metrics"]["PQ"] > baseline[2]["metrics"]["PQ"] + 5
+
+
+def test_truncated_split_is_refused_unless_subsets_are_allowed(small, baseline, tmp_path):
+    from fisa.data.registry import DatasetError
+    from fisa.engine.evaluate import evaluate
+
+    r, out = baseline[0], baseline[1]
+    data = tmp_path / "datasets"
+    shutil.copytree(r["data_root"], data)
+    images = sorted((data / "pascal_ctx_d2" / "images" / "validation").glob("*.jpg"))
+    images[0].unlink()
+    next((data / "pascal_ctx_d2" / "annotations_ctx59" / "validation").glob(images[0].stem + ".*")).unlink()
+    r = {**r, "data_root": str(data), "eval": {**r["eval"], "allow_subset": False}}
+    n = len(images)
+    with pytest.raises(DatasetError, match=rf"pc59 val: expected {n} images .*found {n - 1}"):
+        evaluate(r, "pc59", out, tmp_path / "pc59.json")
+    assert not (tmp_path / "pc59.json").exists()
+    r["eval"]["allow_subset"] = True
+    rec = evaluate(r, "pc59", out, tmp_path / "pc59.json")
+    assert rec["subset"] is True and rec["metrics"]["mIoU"] >= 0
+    assert {k: rec["dataset_size"][k] for k in ("expected", "found", "evaluated", "allow_subset")} == {
+        "expected": n, "found": n - 1, "evaluated": n - 1, "allow_subset": True}
 
 
 def test_efficiency_record(small, fisa):

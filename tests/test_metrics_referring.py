@@ -78,3 +78,23 @@ def test_cli(tmp_path, capsys):
     (tmp_path / "pred" / "ref_3.png").unlink()
     assert main(args) == 1
     assert str(tmp_path / "gt" / "ref_3.png") in capsys.readouterr().err and not out.exists()
+
+
+def test_protocol_mask_samples_pixel_centres_on_the_480_grid():
+    from fisa.metrics.referring import protocol_mask
+
+    rng = np.random.default_rng(1)
+    m = rng.random((960, 960)) < 0.5
+    # PIL NEAREST (LAVT's target resize) takes source pixel floor((i + 0.5) * 960 / 480) = 2i + 1
+    assert np.array_equal(protocol_mask(m, 480), m[1::2, 1::2])
+    small = np.array([[1, 0], [0, 1]], bool)
+    assert np.array_equal(protocol_mask(small, 4), np.kron(small, np.ones((2, 2), bool)))
+    assert protocol_mask(small.astype(np.uint8), None).dtype == bool
+    # both masks on the protocol's grid: a 2x3 pair of different shapes becomes comparable
+    ev = ReferringEvaluator()
+    gt = np.zeros((6, 3), bool)
+    gt[:3] = True
+    pred = np.zeros((6, 3), bool)
+    pred[:, :] = True
+    ev.process(protocol_mask(pred, 4), protocol_mask(gt, 4))
+    assert ev.evaluate()["oIoU"] == pytest.approx(50.0)

@@ -18,7 +18,8 @@ from test_download_helpers import FileServer  # noqa: E402
 from fisa.data import download as dl  # noqa: E402
 from fisa.data.prepare import PrepareError, marker_path, prepare_dataset  # noqa: E402
 from fisa.data.prepare.__main__ import main as prepare_main  # noqa: E402
-from fisa.data.raw_fixtures import ADE847_TABLE, ADE_MAPPING, COCO_CATEGORIES, sources_for, write_raw_sources  # noqa: E402
+from fisa.data.raw_fixtures import (ADE847_TABLE, ADE_MAPPING, COCO_CATEGORIES, declare_miniature_sizes,  # noqa: E402
+                                    sources_for, write_raw_sources)
 
 # pycocotools 2.0.x with numpy 2 warns on every RLE decode; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
@@ -44,6 +45,7 @@ def _download_all(raw_dir: Path, root: Path, names=ALL) -> None:
                 (root / "downloads").mkdir(parents=True, exist_ok=True)
                 shutil.copy(raw_dir / MANUAL[name], root / "downloads" / MANUAL[name])
             dl.download_dataset(name, root, src, backoff=0)
+    declare_miniature_sizes(root, names)
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +214,7 @@ def _copy_tree(src: Path, dst: Path, *parts: str) -> None:
 
 
 def test_check_only_accepts_an_fcclip_tree_and_rejects_an_incomplete_one(prepared, tmp_path, capsys):
+    declare_miniature_sizes(tmp_path)
     root, _, _ = prepared
     _copy_tree(root, tmp_path, "pascal_ctx_d2")  # as FC-CLIP's scripts leave it: no markers, no downloads
     assert prepare_main(["--dataset", "pc459", "--root", str(tmp_path), "--check-only"]) == 0
@@ -226,6 +229,7 @@ def test_check_only_accepts_an_fcclip_tree_and_rejects_an_incomplete_one(prepare
 
 
 def test_ade847_release_under_ade_folder_is_accepted(prepared, tmp_path):
+    declare_miniature_sizes(tmp_path)
     root, _, _ = prepared
     _copy_tree(root, tmp_path, "downloads/prepare_ade20k_full_sem_seg.py")
     (tmp_path / "ade").mkdir()
@@ -261,6 +265,7 @@ def test_bad_raw_values_are_reported_with_the_file(prepared, tmp_path):
 
 
 def test_mapillary_v20_archive_layout_is_adopted(prepared, tmp_path):
+    declare_miniature_sizes(tmp_path)
     root, _, _ = prepared
     src = root / "mapillary_vistas/validation"
     dst = tmp_path / "mapillary_vistas/validation"
@@ -282,6 +287,7 @@ def test_refcoco_without_train2014_images_fails_clearly(prepared, tmp_path):
 
 
 def test_mapillary_archive_with_a_top_folder_is_hoisted(prepared, tmp_path):
+    declare_miniature_sizes(tmp_path)
     root, _, _ = prepared
     shutil.copytree(root / "mapillary_vistas/validation", tmp_path / "mapillary_vistas/vistas_v1.2/validation")
     rec = prepare_dataset("mapillary", tmp_path, workers=1)
@@ -308,6 +314,7 @@ def test_registry_layout_gap_blocks_the_marker(prepared, tmp_path):
 
 
 def test_ade150_panoptic_pngs_of_another_tool_are_rewritten_with_the_json(prepared, tmp_path):
+    declare_miniature_sizes(tmp_path)
     root, _, _ = prepared
     base = "ADEChallengeData2016"
     _copy_tree(root, tmp_path, "downloads/ade20k_instance_catid_mapping.txt", f"{base}/images", f"{base}/annotations",
@@ -361,6 +368,7 @@ def test_prepared_miniatures_load_with_the_harness_loaders(prepared):
 
 
 def test_prepare_completes_a_tree_prepared_elsewhere_without_raw_inputs(prepared, tmp_path):
+    declare_miniature_sizes(tmp_path)
     # An FC-CLIP user's tree: prepared outputs, no raw annotations, no mapping/class tables.
     root, _, _ = prepared
     base = "ADEChallengeData2016"
@@ -391,3 +399,50 @@ def test_prepared_ade150_panoptic_gt_evaluates_with_fisa_metrics(prepared):
     base = "ADEChallengeData2016"
     res = _pq_of_gt_against_itself(root, f"{base}/ade20k_panoptic_val.json", f"{base}/ade20k_panoptic_val")
     assert res["pq"] == 1.0
+
+
+def test_a_prepared_tree_missing_one_image_fails_naming_the_counts(tmp_path, capsys):
+    # The small preset's stand-ins declare their own sizes (fisa.data.synthetic); one image
+    # deleted from Pascal-Context val makes the check-only validation fail with both counts.
+    from fisa.data.registry import expected_sizes_path
+    from fisa.data.synthetic import DEFAULT_SIZES, generate
+
+    generate(tmp_path, 0, {k: 2 for k in DEFAULT_SIZES})
+    images = sorted((tmp_path / "pascal_ctx_d2" / "images" / "validation").glob("*.jpg"))
+    assert len(images) == 2
+    images[0].unlink()
+    with pytest.raises(PrepareError, match=r"pc59 val: expected 2 images \(declared by fisa.data.synthetic.*found 1"):
+        prepare_dataset("pc59", tmp_path, check_only=True)
+    assert not marker_path(tmp_path, "pc59").exists()
+    argv = ["--dataset", "pc59", "--root", str(tmp_path), "--check-only"]
+    assert prepare_main(argv) == 1
+    assert "expected 2 images" in capsys.readouterr().err
+    # allowed subsets pass, and the marker says so
+    with pytest.raises(PrepareError):  # the validators still see the orphan label
+        prepare_dataset("pc59", tmp_path, check_only=True, allow_subset=True)
+    next((tmp_path / "pascal_ctx_d2" / "annotations_ctx59" / "validation").glob(images[0].stem + ".*")).unlink()
+    rec = prepare_dataset("pc59", tmp_path, check_only=True, allow_subset=True)
+    assert rec["subset"] is True and rec["allow_subset"] is True
+    assert [(s["split"], s["expected"], s["found"], s["subset"]) for s in rec["split_sizes"]] == [("val", 2, 1, True)]
+    # without the stand-in's declaration the official size applies (PASCAL-Context val: 5,105)
+    expected_sizes_path(tmp_path, "pc59").unlink()
+    with pytest.raises(PrepareError, match=r"pc59 val: expected 5105 images \(official size.*found 1"):
+        prepare_dataset("pc59", tmp_path, check_only=True)
+
+
+def test_referring_split_sizes_count_refs(tmp_path):
+    import pickle
+
+    from fisa.data.synthetic import DEFAULT_SIZES, generate
+
+    counts = generate(tmp_path, 0, {k: 2 for k in DEFAULT_SIZES})
+    n_val = counts["refcoco"]["val"]
+    rec = prepare_dataset("refcoco", tmp_path, check_only=True)
+    assert [(s["split"], s["unit"], s["expected"], s["found"]) for s in rec["split_sizes"]] == [
+        ("val", "refs", n_val, n_val)]
+    path = tmp_path / "refcoco" / "refcoco" / "refs(unc).p"
+    refs = pickle.loads(path.read_bytes())
+    drop = next(i for i, r in enumerate(refs) if r["split"] == "val")
+    path.write_bytes(pickle.dumps(refs[:drop] + refs[drop + 1:], protocol=2))
+    with pytest.raises(PrepareError, match=rf"refcoco val: expected {n_val} refs .*found {n_val - 1}"):
+        prepare_dataset("refcoco", tmp_path, check_only=True)

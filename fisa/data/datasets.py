@@ -10,8 +10,10 @@ tasks; every item is a dict:
   prepared semantic map, ignore label kept) on the evaluation split
 - semantic datasets (ade847, pc59, pc459): `sem_seg` int64[H,W], and `labels`/`masks`/
   `iscrowd` derived from it (one mask per class present), so training code sees one format
-- referring (refcoco, refcocoplus): one item per referred object: `expressions` list[str],
-  `sentence_ids` list[int], `ref_id`, `ann_id`, `mask` bool[H,W]
+- referring (refcoco, refcocoplus): one item per referred object: `expressions` list[str]
+  (the raw sentences, as LAVT feeds them), `sentence_ids` list[int], `ref_id`, `ann_id`,
+  `mask` bool[H,W] (the refer toolkit's getMask as LAVT thresholds it: pixels covered by
+  exactly one of the object's polygons)
 
 Class ids are contiguous indices into `get_meta(name).classes`. A missing file raises
 DatasetError naming the path and the command that creates it.
@@ -271,22 +273,29 @@ class ReferringDataset(_Base):
         image = read_image(_require(self.img_dir / im["file_name"], self.meta, "COCO train2014 image"))
         h, w = int(im["height"]), int(im["width"])
         seg = self.anns[ref["ann_id"]]["segmentation"]
-        if isinstance(seg, list):  # polygons
-            rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+        if isinstance(seg, list):  # polygons: one RLE each
+            rles = mask_utils.frPyObjects(seg, h, w)
         elif isinstance(seg.get("counts"), list):  # uncompressed RLE
-            rle = mask_utils.frPyObjects(seg, h, w)
+            rles = [mask_utils.frPyObjects(seg, h, w)]
         else:
-            rle = seg
+            rles = [seg]
         with warnings.catch_warnings():  # pycocotools' numpy-2 `__array__(copy=...)` notice, not ours to fix
             warnings.simplefilter("ignore", DeprecationWarning)
-            mask = torch.from_numpy(mask_utils.decode(rle).astype(bool))
+            layers = mask_utils.decode(rles)  # [H, W, polygons]
+        # The refer toolkit's getMask sums the polygon layers (uint8) and LAVT's loader keeps the
+        # pixels where that sum == 1: where two polygons of one object overlap, the target is empty.
+        mask = torch.from_numpy(layers.sum(axis=2, dtype=np.int64) == 1)
         if mask.shape != image.shape[1:]:
             raise DatasetError(f"{self.paths['instances_json']}: image {im['id']} is {h}x{w} in the JSON but "
                                f"{tuple(image.shape[1:])} on disk")
         sents = ref["sentences"]
+        missing = [k for k, s in enumerate(sents) if not isinstance(s.get("raw"), str)]
+        if missing:
+            raise DatasetError(f"{self.paths['refs']}: ref {ref['ref_id']} sentence {missing[0]} has no 'raw' text")
+        # The raw sentence, as LAVT / Mask Grounding feed it (not the toolkit's lower-cased `sent`).
         return self._finish({"image": image, "image_id": ref["image_id"], "file_name": im["file_name"],
                              "ref_id": ref["ref_id"], "ann_id": ref["ann_id"],
-                             "expressions": [s["sent"] for s in sents],
+                             "expressions": [s["raw"] for s in sents],
                              "sentence_ids": [s.get("sent_id", k) for k, s in enumerate(sents)], "mask": mask})
 
 

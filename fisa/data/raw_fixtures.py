@@ -334,3 +334,21 @@ def md5_of(path: str | Path) -> str:
     import hashlib
 
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+# Split sizes of the prepared miniatures (images; RefCOCO/+: refs), declared to the size checks
+# of fisa.data.prepare the way fisa.data.synthetic declares its stand-ins' sizes.
+MINIATURE_SIZES = {
+    "coco": {"train": 2, "val": 2}, "ade150": {"train": 2, "val": 2}, "ade847": {"train": 1, "val": 2},
+    "pc59": {"train": 1, "val": 2}, "pc459": {"train": 1, "val": 2}, "mapillary": {"val": 2},
+    "refcoco": {"train": 2, "val": 2, "testA": 2, "testB": 2},
+    "refcocoplus": {"train": 2, "val": 2, "testA": 2, "testB": 2},
+}
+
+
+def declare_miniature_sizes(root: str | Path, names=None) -> None:
+    """Declare the miniatures' split sizes under `root` (fisa.data.registry.declare_expected_sizes)."""
+    from fisa.data.registry import declare_expected_sizes
+
+    for name in names or MINIATURE_SIZES:
+        declare_expected_sizes(root, name, MINIATURE_SIZES[name], "fisa.data.raw_fixtures")

@@ -25,6 +25,7 @@ evaluation.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -87,6 +88,7 @@ class DatasetMeta:
     category_ids: Optional[list[int]] = None  # panoptic: dataset category id of each contiguous index
     prepare_hint: str = ""               # how to create the prepared files
     sources: list[dict] = field(default_factory=list)  # where the class list comes from
+    synonyms: str = "fcclip"             # which synonym lists `classes` holds (see SYNONYM_CHOICES)
 
     @property
     def num_classes(self) -> int:
@@ -200,13 +202,21 @@ _SPECS: dict[str, dict] = {
 }
 
 
+# Alternative synonym lists a dataset offers besides its class file's `names` ("fcclip", the
+# default): ADE-150's "objectinfo150" = its official objectInfo150 names split at ", " (the
+# class file's `name`), e.g. "road, route" -> ["road", "route"]. Config key eval.ade150_synonyms.
+SYNONYM_CHOICES: dict[str, tuple[str, ...]] = {"ade150": ("fcclip", "objectinfo150")}
+
+
 def list_datasets() -> list[str]:
     """The registry's dataset names, in the paper's order."""
     return list(_SPECS)
 
 
-def _load_classes(name: str, expected: int) -> tuple[list[list[str]], list[bool], Optional[list[int]], list[dict]]:
-    """(classes, thing flags, category ids, sources) from `classes/<name>.json`."""
+def _load_classes(name: str, expected: int, synonyms: str = "fcclip"
+                  ) -> tuple[list[list[str]], list[bool], Optional[list[int]], list[dict]]:
+    """(classes, thing flags, category ids, sources) from `classes/<name>.json`; `synonyms`
+    "objectinfo150" takes each class's official name split at "," instead of its `names`."""
     if expected == 0:
         return [], [], None, []
     path = CLASSES_DIR / f"{name}.json"
@@ -223,6 +233,8 @@ def _load_classes(name: str, expected: int) -> tuple[list[list[str]], list[bool]
     classes, thing, ids = [], [], []
     for i, e in enumerate(entries):
         names = e.get("names")
+        if synonyms == "objectinfo150":
+            names = [n.strip() for n in str(e.get("name", "")).split(",") if n.strip()]
         if not names or not all(isinstance(n, str) and n for n in names):
             raise DatasetError(f"{path}: class {i} has no names")
         classes.append(list(names))
@@ -233,21 +245,115 @@ def _load_classes(name: str, expected: int) -> tuple[list[list[str]], list[bool]
 
 
 @lru_cache(maxsize=None)
-def _meta(name: str) -> DatasetMeta:
+def _meta(name: str, synonyms: str) -> DatasetMeta:
     spec = dict(_SPECS[name])
     n = spec.pop("num_classes")
-    classes, thing, category_ids, sources = _load_classes(name, n)
+    classes, thing, category_ids, sources = _load_classes(name, n, synonyms)
     if "panoptic" not in spec["tasks"]:
         category_ids = None
     return DatasetMeta(name=name, classes=classes, thing=thing, category_ids=category_ids, sources=sources,
-                       prepare_hint=_PREPARE.format(name=name), **spec)
+                       prepare_hint=_PREPARE.format(name=name), synonyms=synonyms, **spec)
 
 
-def get_meta(name: str) -> DatasetMeta:
-    """The registry entry of dataset `name` (coco, ade150, ade847, pc59, pc459, mapillary, refcoco, refcocoplus)."""
+def get_meta(name: str, synonyms: str | None = None) -> DatasetMeta:
+    """The registry entry of dataset `name` (coco, ade150, ade847, pc59, pc459, mapillary, refcoco, refcocoplus).
+
+    `synonyms`: which synonym lists `classes` holds; None or "fcclip" = the class file's
+    (FC-CLIP's lists), else one of `SYNONYM_CHOICES[name]` (ADE-150: "objectinfo150")."""
     if name not in _SPECS:
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(_SPECS)}")
-    return _meta(name)
+    synonyms = synonyms or "fcclip"
+    choices = SYNONYM_CHOICES.get(name, ("fcclip",))
+    if synonyms not in choices:
+        raise DatasetError(f"{name}: unknown synonym lists {synonyms!r}; {name} has: {', '.join(choices)}")
+    return _meta(name, synonyms)
+
+
+# Expected size of each split: images (RefCOCO/+: refs, the items the loader yields). A
+# prepared split of another size is an error unless subsets are allowed (eval.allow_subset,
+# prepare --allow-subset); see check_split_size.
+OFFICIAL_SIZES: dict[str, dict[str, int]] = {
+    # COCO 2017 (cocodataset.org; panoptic_{train,val}2017.json list as many images)
+    "coco": {"train": 118287, "val": 5000},
+    # ADEChallengeData2016 / SceneParsing benchmark (Zhou et al., CVPR 2017): 20,210 train, 2,000 val
+    "ade150": {"train": 20210, "val": 2000},
+    # ADE20K_2021_17_01 full release (ADE20K site: 25,574 training, 2,000 validation images)
+    "ade847": {"train": 25574, "val": 2000},
+    # PASCAL-Context (Mottaghi et al., CVPR 2014) on VOC2010: 4,998 train, 5,105 val
+    "pc59": {"train": 4998, "val": 5105},
+    "pc459": {"train": 4998, "val": 5105},
+    # Mapillary Vistas v1.2 (Neuhold et al., ICCV 2017): 18,000 training, 2,000 validation
+    "mapillary": {"train": 18000, "val": 2000},
+    # refs per UNC split (Yu et al., ECCV 2016; TFDS `ref_coco` catalog): 50,000 / 49,856 in all
+    "refcoco": {"train": 42404, "val": 3811, "testA": 1975, "testB": 1810},
+    "refcocoplus": {"train": 42278, "val": 3805, "testA": 1975, "testB": 1798},
+}
+
+
+def expected_sizes_path(root: str | Path, name: str) -> Path:
+    """`<root>/.fisa/<name>.expected_sizes.json`: the sizes a stand-in generator declares for its
+    tiny splits (fisa.data.synthetic; the prepare tests' miniatures). Real data has none."""
+    return Path(root) / MARKER_DIR / f"{name}.expected_sizes.json"
+
+
+def declare_expected_sizes(root: str | Path, name: str, sizes: dict[str, int], generator: str) -> Path:
+    """Write the declaration of a stand-in's split sizes (atomically); returns its path."""
+    from fisa.utils.io import atomic_write_json
+
+    path = expected_sizes_path(root, name)
+    atomic_write_json(path, {"dataset": name, "generator": generator, "sizes": {k: int(v) for k, v in sizes.items()}})
+    return path
+
+
+def expected_size(name: str, split: str, root: str | Path) -> tuple[int, str]:
+    """(expected item count of `split`, where the number comes from): a stand-in generator's
+    declaration under `root` if there is one, else the official size (`OFFICIAL_SIZES`)."""
+    meta = get_meta(name)
+    split = SPLIT_ALIASES.get(split, split)
+    meta.split(split)
+    decl = expected_sizes_path(root, name)
+    if decl.exists():
+        try:
+            data = json.loads(decl.read_text())
+            return int(data["sizes"][split]), f"declared by {data['generator']} in {decl}"
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise DatasetError(f"{decl}: no size for split {split!r} ({type(e).__name__}: {e})") from None
+    return OFFICIAL_SIZES[name][split], "official size (fisa.data.registry.OFFICIAL_SIZES)"
+
+
+def count_split(name: str, split: str, root: str | Path) -> int:
+    """Items of a prepared split on disk: image files in its image folder; RefCOCO/+: refs of the split."""
+    meta = get_meta(name)
+    layout = meta.layout(split, root)
+    if "referring" in meta.tasks:
+        from fisa.data.datasets import load_refs
+
+        path = Path(root) / layout.refs
+        if not path.is_file():
+            raise DatasetError(f"{name} {split}: refs file {path} is missing (create it with {meta.prepare_hint})")
+        refs = load_refs(path)
+        return sum(1 for r in refs if r.get("split") == layout.refs_split)
+    folder = Path(root) / layout.image_dir
+    if not folder.is_dir():
+        raise DatasetError(f"{name} {split}: image folder {folder} is missing (create it with {meta.prepare_hint})")
+    return sum(1 for e in os.scandir(folder) if e.name.endswith(layout.image_ext))
+
+
+def check_split_size(name: str, split: str, found: int, root: str | Path, allow_subset: bool) -> dict:
+    """Compare a split's item count with its expected size.
+
+    Returns {split, expected, found, expected_from, subset}; a mismatch raises DatasetError
+    naming the dataset, the count expected and the count found, unless `allow_subset`
+    (then `subset` is True and the caller records it)."""
+    expected, source = expected_size(name, split, root)
+    unit = "refs" if "referring" in get_meta(name).tasks else "images"
+    subset = int(found) != expected
+    if subset and not allow_subset:
+        raise DatasetError(f"{name} {split}: expected {expected} {unit} ({source}), found {found} under {root}: "
+                           f"the prepared split is incomplete (prepare it again: {get_meta(name).prepare_hint}), "
+                           f"or allow subsets explicitly (config eval.allow_subset: true / prepare --allow-subset)")
+    return {"split": SPLIT_ALIASES.get(split, split), "unit": unit, "expected": expected, "found": int(found),
+            "expected_from": source, "subset": subset}
 
 
 def marker_path(root: str | Path, name: str, stage: str = "prepare") -> Path:

@@ -30,7 +30,7 @@ from PIL import Image
 
 from fisa.utils.io import atomic_path, atomic_write_json
 
-from .registry import DatasetMeta, get_meta, list_datasets, marker_path
+from .registry import DatasetMeta, declare_expected_sizes, get_meta, list_datasets, marker_path
 from .synthetic_scenes import SceneClass, appearance, name_hash, render_scene
 
 # Images per stand-in (keys: dataset names, plus coco_train). pc59 and pc459 share their
@@ -247,7 +247,7 @@ def _expressions(s, others, plus: bool) -> list[str]:
     return [f"the {a.colour_name} {a.shape} on the {side}", f"{side} {s.cls.name}"]
 
 
-def _write_referring(root: Path, n: int, seed: int) -> int:
+def _write_referring(root: Path, n: int, seed: int) -> dict[str, int]:
     """COCO train2014 images with thing instances; refcoco and refcoco+ refs + instances.json."""
     from pycocotools import mask as mask_utils
 
@@ -294,7 +294,10 @@ def _write_referring(root: Path, n: int, seed: int) -> int:
         with atomic_path(out / "refs(unc).p") as tmp:
             tmp.write_bytes(pickle.dumps(refs, protocol=2))
         atomic_write_json(out / "instances.json", {"images": images, "annotations": anns, "categories": cats})
-    return len(objects)
+    per_split = {s: 0 for s in ("train", "val", "testA", "testB")}  # refs per split (testA/B: none here)
+    for *_, split in objects:
+        per_split[split] += 1
+    return per_split
 
 
 # ---------------------------------------------------------------- entry points
@@ -334,7 +337,7 @@ def generate(root: str | Path, seed: int = 0, sizes: Optional[dict] = None) -> d
     counts["mapillary"] = {"val": _write_panoptic(get_meta("mapillary"), root, "val", n["mapillary"], seed, 0.0,
                                                   lambda k: f"synthetic_{k:06d}.jpg", lambda k: f"synthetic_{k:06d}")}
     refs = _write_referring(root, n["refcoco"], seed)
-    counts["refcoco"] = counts["refcocoplus"] = {"refs": refs}
+    counts["refcoco"] = counts["refcocoplus"] = {"refs": sum(refs.values()), **refs}
     for name in list_datasets():  # markers last: a dataset counts as prepared only when all is written
         if name in ("pc59", "pc459"):
             shown = pc_names
@@ -342,6 +345,9 @@ def generate(root: str | Path, seed: int = 0, sizes: Optional[dict] = None) -> d
             shown = sorted(c.name for c in active_classes("coco")[1])
         else:
             shown = sorted(c.name for group in active_classes(name) for c in group)
+        # The stand-ins' split sizes replace the official ones in the size checks (fisa.data.registry).
+        declare_expected_sizes(root, name, {k: v for k, v in counts[name].items() if k != "refs"},
+                               "fisa.data.synthetic")
         atomic_write_json(marker_path(root, name), {
             "dataset": name, "stage": "prepare", "source": "synthetic", "generator": "fisa.data.synthetic",
             "seed": seed, "counts": counts[name], "classes_shown": shown})

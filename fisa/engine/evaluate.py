@@ -13,8 +13,10 @@ metrics (`fisa.metrics`), per class included, and the JSON
 `{experiment, dataset, preset, seed, metrics, per_class, provenance}` (percent), atomically.
 
 Oracle variants (Fig. 2a: `proposals: oracle` or `classes: oracle` in the variant table) get
-the ground truth passed to the model; referring datasets
-(Tab. 3f) use the zero-shot protocol of `inference.referring_masks`. Deterministic given
+the ground truth passed to the model; referring datasets (Tab. 3f) use the zero-shot protocol
+of `inference.referring_masks`, scored as LAVT / Mask Grounding do (`oIoU` overall IoU and
+`mIoU` on 480x480 masks, `fisa.metrics.referring`). Every record says whether it covers a
+subset of the split (`subset`, `dataset_size`). Deterministic given
 the checkpoint (no randomness at inference; `torch.use_deterministic_algorithms` on).
 """
 from __future__ import annotations
@@ -83,21 +85,23 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
              device: torch.device | None = None) -> dict:
     """Evaluate the run of `resolved` on `dataset_name`; writes predictions and `output`; returns the record."""
     from fisa.data.datasets import build_dataset
-    from fisa.data.registry import get_meta, panoptic_gt
+    from fisa.data.registry import check_split_size, get_meta, panoptic_gt
     from fisa.metrics.panoptic import id2rgb
-    from fisa.metrics.semantic import SemSegEvaluator
     from fisa.models.variants import get_variant
     from fisa.metrics.semantic import MIOU_GT_CLASSES, MIOU_GT_OR_PRED_CLASSES, MIOU_RULES, SemSegEvaluator
 
     t_start = time.perf_counter()
     device = device or pick_device(resolved)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    meta = get_meta(dataset_name)
     ev = resolved["eval"]
+    meta = get_meta(dataset_name, ev["ade150_synonyms"] if dataset_name == "ade150" else None)
     min_size, max_size = int(ev["min_size"]), int(ev["max_size"])
     model, ckpt = load_run_model(resolved, run_dir, device)
     model.eval()
     dataset = build_dataset(dataset_name, meta.eval_split, resolved["data_root"])
+    # A truncated prepared split is an error naming both counts, unless eval.allow_subset.
+    split_size = check_split_size(dataset_name, meta.eval_split, len(dataset), resolved["data_root"],
+                                  bool(ev["allow_subset"]))
     n = len(dataset) if not ev["max_images"] else min(len(dataset), int(ev["max_images"]))
     tasks = set(meta.tasks)
     variant = resolved["variant"]
@@ -110,8 +114,11 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
 
     metrics, per_class, seconds, conventions = {}, {}, [], None
     if "referring" in tasks:
-        from fisa.metrics.referring import ReferringEvaluator
+        from fisa.metrics.referring import ReferringEvaluator, protocol_mask
 
+        # LAVT / Mask Grounding: the raw sentences (the loader's `expressions`), the refer
+        # toolkit's mask, both masks compared at eval.referring_size (480) squared.
+        size = ev["referring_size"]
         evaluator = ReferringEvaluator()
         for i in range(n):
             item = dataset[i]
@@ -121,7 +128,8 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
             gt = item["mask"]
             for e in range(masks.shape[0]):
                 g = gt[e] if gt.ndim == 3 else gt
-                evaluator.process(masks[e].numpy(), g.numpy().astype(bool), name=f"{_file_stem(item)}#{e}")
+                evaluator.process(protocol_mask(masks[e].numpy(), size), protocol_mask(g.numpy(), size),
+                                  name=f"{_file_stem(item)}#{e}")
         metrics.update(evaluator.evaluate())
     else:
         classes = meta.classes
@@ -175,6 +183,9 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
     record = {
         "experiment": resolved["experiment"], "dataset": dataset_name, "preset": resolved["preset"],
         "seed": resolved["seed"], "variant": variant, "metrics": metrics, "per_class": per_class,
+        # subset: the split differs from its expected size (eval.allow_subset) or eval.max_images cut it
+        "subset": bool(split_size["subset"] or n < len(dataset)),
+        "dataset_size": {**split_size, "evaluated": n, "allow_subset": bool(ev["allow_subset"])},
         "provenance": {
             "commit": provenance.git_commit(), "config_hash": config_hash(resolved),
             "code_version": resolved.get("code_version"),  # the commit that resolved the run config

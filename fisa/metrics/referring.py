@@ -1,11 +1,15 @@
-"""Referring segmentation metrics: mean IoU, overall (cumulative) IoU and precision@0.5..0.9.
+"""Referring segmentation metrics: overall (cumulative) IoU, mean IoU and precision@0.5..0.9.
 
 The definitions of the LAVT / Mask Grounding evaluation code that the RefCOCO literature
-reports: per expression, I = |pred & gt| and U = |pred | gt|; mIoU = mean of I/U over
-expressions; oIoU = sum(I) / sum(U) over all expressions (a.k.a. cIoU); P@t = share of
-expressions with I/U >= t. All in percent. The paper is silent on an empty prediction for an
-empty ground truth (RefCOCO has none); we count it as IoU 1 (gRefCOCO's convention for
-no-target expressions) rather than dividing by zero.
+reports (yz93/LAVT-RIS `test.py`): per expression, I = |pred & gt| and U = |pred | gt|;
+oIoU = sum(I) / sum(U) over all expressions ("overall IoU", a.k.a. cIoU, the protocol's
+headline number); mIoU = mean of I/U over expressions; P@t = share of expressions with
+I/U >= t. All in percent. The protocol compares masks at 480x480: LAVT resizes the
+target (the refer toolkit's mask) to 480x480 with PIL's NEAREST (`transforms.Resize`,
+`--img_size 480`); `protocol_mask` does the same to both masks (config eval.referring_size;
+null keeps the original resolution). The paper is silent on an empty prediction for an
+empty ground truth (RefCOCO has none; LAVT's code would score 0); we count it as IoU 1
+(gRefCOCO's convention for no-target expressions) rather than dividing by zero.
 
 CLI (one mask file per expression, PNG/TIFF, non-zero = foreground, matched by name)::
 
@@ -24,6 +28,18 @@ import numpy as np
 from fisa.utils.io import atomic_write_json
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def protocol_mask(mask: Any, size: int | None) -> np.ndarray:
+    """A boolean mask as the referring protocol compares it: resized to `size` x `size` with
+    PIL's NEAREST, as LAVT resizes its 480x480 targets; `size` None returns it unchanged."""
+    mask = np.asarray(mask).astype(bool, copy=False)
+    if size is None:
+        return mask
+    from PIL import Image
+
+    resized = Image.fromarray(mask.astype(np.uint8)).resize((int(size), int(size)), Image.NEAREST)
+    return np.asarray(resized).astype(bool)
 
 
 class ReferringEvaluator:
@@ -57,7 +73,7 @@ class ReferringEvaluator:
         self.unions.extend(other.unions)
 
     def evaluate(self) -> dict:
-        """{"mIoU", "oIoU", "P@0.5", ..., "P@0.9"} in percent."""
+        """{"oIoU", "mIoU", "P@0.5", ..., "P@0.9"} in percent (oIoU = overall IoU, mIoU = mean IoU)."""
         if not self.unions:
             raise ValueError("no expression was processed: referring metrics are undefined")
         inter = np.asarray(self.intersections, dtype=np.float64)

@@ -58,6 +58,8 @@ else:
             params:
                 dataset=_ds,
                 root=DATA_ROOT,
+                # a split of another size than expected is an error unless the preset allows subsets
+                allow_subset="--allow-subset" if PRESET_CFG["defaults"]["eval"]["allow_subset"] else "",
             log:
                 log_path("prepare", _ds),
             conda:
@@ -66,4 +68,4 @@ else:
             resources:
                 **rule_resources("prepare"),
             shell:
-                "python -m fisa.data.prepare --dataset {params.dataset} --root {params.root:q} > {log:q} 2>&1"
+                "python -m fisa.data.prepare --dataset {params.dataset} --root {params.root:q} {params.allow_subset} > {log:q} 2>&1"

@@ -5,6 +5,8 @@
 `sources/` are the reference metadata stored verbatim (FC-CLIP's `*_with_prompt_eng.txt`
 synonym lists: "<id>:<name>,<synonym>,...") or as id/isthing/name tables transcribed from
 the official category lists (COCO panoptic, ADE20K-150 panoptic, Mapillary Vistas v1.2);
+ADE-150's synonyms are FC-CLIP's `ade20k_150_with_prompt_eng.txt` (its objectInfo150
+names, split at ", ", stay in `name`: the `objectinfo150` vocabulary of the registry);
 SOURCES records where each came from (repository, path, commit).
 
 Each output JSON: {"dataset", "num_classes", "sources": [...], "classes": [{"index", "id",
@@ -36,8 +38,10 @@ SOURCES = {
              "panoptic_coco_categories.json)", "category ids, names, isthing", "coco_panoptic_categories.tsv"),
     ],
     "ade150": [
+        _src("fcclip/data/datasets/ade20k_150_with_prompt_eng.txt", "synonyms", "ade20k_150_with_prompt_eng.txt"),
         _src("fcclip/data/datasets/openseg_classes.py (ADE20K_150_CATEGORIES, = objectInfo150 names)",
-             "ids 0..149, names (comma-separated synonyms), isthing", "ade20k_150_categories.tsv"),
+             "ids 0..149, names (comma-separated; split at ', ' for the objectinfo150 vocabulary), isthing",
+             "ade20k_150_categories.tsv"),
     ],
     "ade847": [_src("fcclip/data/datasets/ade20k_847_with_prompt_eng.txt", "names and synonyms",
                     "ade20k_847_with_prompt_eng.txt")],
@@ -88,6 +92,11 @@ def read_table(file: str) -> list[dict]:
         raise SourceError(f"{path}: malformed row ({e})") from None
 
 
+def split_names(name: str) -> list[str]:
+    """An objectInfo150 name split into its synonyms: "road, route" -> ["road", "route"]."""
+    return [s.strip() for s in name.split(",") if s.strip()]
+
+
 def _entries(name: str) -> list[dict]:
     if name in ("coco", "mapillary"):
         table = read_table("coco_panoptic_categories.tsv" if name == "coco" else "mapillary_vistas_v1.2_categories.tsv")
@@ -97,10 +106,17 @@ def _entries(name: str) -> list[dict]:
             raise SourceError(f"{name}: synonym ids do not match the category table's ids")
         return [{"id": r["id"], "name": r["name"], "names": syn[r["id"]], "isthing": r["isthing"]} for r in table]
     if name == "ade150":
-        # ADE's objectInfo150 names already list synonyms ("road, route"); FC-CLIP's
-        # ade20k_150_with_prompt_eng.txt was not retrievable, so these are the synonyms.
-        return [{"id": r["id"], "name": r["name"], "names": [s.strip() for s in r["name"].split(",") if s.strip()],
-                 "isthing": r["isthing"]} for r in read_table("ade20k_150_categories.tsv")]
+        # FC-CLIP's synonyms; its line k is ADE class id k - 1 (line 0 is "invalid_class_id").
+        table = read_table("ade20k_150_categories.tsv")
+        syn = read_prompt_eng("ade20k_150_with_prompt_eng.txt")
+        if sorted(syn) != [r["id"] + 1 for r in table]:
+            raise SourceError("ade150: synonym ids 1..150 do not match the category table's ids 0..149")
+        for r in table:  # a misaligned file would pair a class with another class's synonyms
+            ours, theirs = [n.lower() for n in split_names(r["name"])], [n.lower() for n in syn[r["id"] + 1]]
+            if not any(a in b or b in a for a in ours for b in theirs):  # "house" ~ "house exterior"
+                raise SourceError(f"ade150: class {r['id']} ({r['name']!r}) shares no name with line "
+                                  f"{r['id'] + 1} of the synonym file ({syn[r['id'] + 1]})")
+        return [{"id": r["id"], "name": r["name"], "names": syn[r["id"] + 1], "isthing": r["isthing"]} for r in table]
     file = {"ade847": "ade20k_847_with_prompt_eng.txt", "pc59": "pascal_ctx_59_with_prompt_eng.txt",
             "pc459": "pascal_ctx_459_with_prompt_eng.txt"}[name]
     syn = read_prompt_eng(file)

@@ -73,9 +73,38 @@ def check_registry_layout(name: str, root: Path) -> str:
     return "passed"
 
 
+def prepared_splits(name: str, all_splits: bool) -> list[str]:
+    """The splits prepare writes (and checks): the evaluation split, COCO's training split, and
+    with `all_splits` every split of the dataset."""
+    from fisa.data import registry
+
+    meta = registry.get_meta(name)
+    if all_splits:
+        return list(meta.splits)
+    return [meta.eval_split] + ([meta.train_split] if name == "coco" else [])
+
+
+def check_sizes(name: str, root: Path, all_splits: bool, allow_subset: bool) -> list[dict]:
+    """Every prepared split's item count against its expected size (fisa.data.registry.check_split_size);
+    a mismatch raises PrepareError naming the dataset, the expected and the found count."""
+    from fisa.data import registry
+
+    out = []
+    for split in prepared_splits(name, all_splits):
+        try:
+            out.append(registry.check_split_size(name, split, registry.count_split(name, split, root), root,
+                                                 allow_subset))
+        except registry.DatasetError as e:
+            raise PrepareError(str(e)) from None
+    return out
+
+
 def prepare_dataset(name: str, root: str | Path, *, check_only: bool = False, workers: int | None = None,
-                    all_splits: bool = False) -> dict:
-    """Prepare (or, with check_only, only validate) dataset `name` under `root`; write its marker last."""
+                    all_splits: bool = False, allow_subset: bool = False) -> dict:
+    """Prepare (or, with check_only, only validate) dataset `name` under `root`; write its marker last.
+
+    Every prepared split must have its expected number of images (refs for RefCOCO/+), unless
+    `allow_subset`, in which case the marker's `split_sizes` record the subset."""
     if name not in PREPARERS:
         raise PrepareError(f"unknown dataset {name!r}; known: {', '.join(sorted(PREPARERS))}")
     root = Path(root)
@@ -86,16 +115,21 @@ def prepare_dataset(name: str, root: str | Path, *, check_only: bool = False, wo
     prepare_fn, validate_fn = PREPARERS[name]
     if check_only:
         try:
+            # sizes first: a tree missing images fails with the counts, not with the first orphan label
+            sizes = check_sizes(name, root, all_splits, allow_subset)
             summary = validate_fn(root, all_splits=all_splits)
         except PrepareError as e:
             raise PrepareError(f"{name}: the existing tree under {root} is not a complete prepared dataset: {e}. "
                                f"Run without --check-only to prepare it.") from None
     else:
         summary = prepare_fn(root, workers=workers, all_splits=all_splits)
+        sizes = check_sizes(name, root, all_splits, allow_subset)
     registry_check = check_registry_layout(name, root)
     record = {"dataset": name, "stage": "prepare", "root": str(root.resolve()),
               "mode": "check-only" if check_only else "prepared", "all_splits": all_splits,
-              "summary": summary, "registry_layout": registry_check, "inputs": _input_records(root, name),
+              "summary": summary, "registry_layout": registry_check,
+              "split_sizes": sizes, "allow_subset": allow_subset, "subset": any(s["subset"] for s in sizes),
+              "inputs": _input_records(root, name),
               "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     atomic_write_json(marker, record)
     return record

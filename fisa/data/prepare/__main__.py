@@ -1,4 +1,4 @@
-"""CLI: `python -m fisa.data.prepare --dataset NAME --root ROOT [--check-only] [--all-splits] [--workers N]`."""
+"""CLI: `python -m fisa.data.prepare --dataset NAME --root ROOT [--check-only] [--all-splits] [--allow-subset] [--workers N]`."""
 from __future__ import annotations
 
 import argparse
@@ -22,12 +22,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--all-splits", action="store_true",
                    help="also the training splits of the evaluation-only datasets (the reference scripts write them; "
                         "the harness does not read them)")
+    p.add_argument("--allow-subset", action="store_true",
+                   help="accept splits smaller or larger than their expected size (the marker records the subset); "
+                        "without it a mismatch is an error naming the expected and found counts")
     p.add_argument("--workers", type=int, default=None, help="processes (default: SLURM_CPUS_PER_TASK or all CPUs)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         record = prepare_dataset(args.dataset, args.root, check_only=args.check_only, workers=args.workers,
-                                 all_splits=args.all_splits)
+                                 all_splits=args.all_splits, allow_subset=args.allow_subset)
     except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
