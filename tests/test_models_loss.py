@@ -219,7 +219,7 @@ def test_point_criterion_is_reproducible_draws_its_points_and_trains():
     assert float(other["loss_bce"].detach()) != float(outs[0]["loss_bce"].detach())
     dense = set_criterion({"mask_logits": mask_logits, "class_logits": class_logits}, targets,
                           criterion={"type": "dense"})
-    assert float(dense["loss_bce"]) != float(outs[0]["loss_bce"])
+    assert float(dense["loss_bce"].detach()) != float(outs[0]["loss_bce"].detach())
     outs[0]["loss"].backward()
     assert mask_logits.grad is not None and mask_logits.grad.abs().sum() > 0
     # the global RNG is used without a generator
