@@ -56,7 +56,8 @@ def test_budget_arithmetic(config, tmp_path):
     r = resolve_experiment(config, "fisa_main", "paper")
     row = {"experiment": "fisa_main", "variant": "fisa", "backbone": "vit_l14_336", "generator": "swin_b",
            "params_total": "1000000000", "params_trainable": "1000000", "train_step_flops": "1e13",
-           "batch_per_gpu": "4", "test_image_flops": "5e12", "status": "ok", "activation_bytes": "2e10",
+           "batch_per_gpu": "4", "test_image_flops": "5e12", "status": "ok", "activation_bytes": "2.4e10",
+           "attention_matrix_bytes": "4e9",
            "test_flops_by_dataset": json.dumps({"coco": 4e12, "ade150": 5e12})}
     rows = budget.budget_rows([row], config, "paper")
     b = config["presets"]["paper"]["budget"]
@@ -76,7 +77,8 @@ def test_a_failing_experiment_names_itself(config, monkeypatch):
     def boom(model, resolved, batch):
         if resolved["experiment"] == "adapter_1":
             raise RuntimeError("shape mismatch [4, 3] vs [4, 5]")
-        return {"train_step_flops": 1, "activation_bytes": 0, "train_classes": 133, "crop_size": 1024,
+        return {"train_step_flops": 1, "activation_bytes": 0, "attention_matrix_bytes": 0, "train_classes": 133,
+                "crop_size": 1024,
                 "batch_per_gpu": batch}
 
     monkeypatch.setattr(rehearse, "rehearse_training", boom)

@@ -12,7 +12,9 @@ From the shape rehearsal's FLOPs (`fisa.bench.rehearse --mode shapes`), one row 
   experiment's first dataset); no post-processing, no data loading, so an upper bound;
 - training memory per GPU = fp32 weights (all parameters) + fp32 gradients and AdamW's two moments
   (trainable parameters) + half the fp32 activations the rehearsal measured (bf16 autocast keeps
-  most saved activations in bf16; our approximation), against each of `budget.card_memory_gb`.
+  most saved activations in bf16; our approximation) without the [L, L] attention maps (CUDA's
+  flash / memory-efficient SDPA kernels do not keep them; the meta run's math path does), against
+  each of `budget.card_memory_gb`.
 
 A total row sums `all_tables` (the rows given). FISA's figures are printed beside the paper's
 Table 2 (FISA 45 GPU-h, 2.63 FPS, 10.2 GB inference memory; MAFT+ 224 GPU-h).
@@ -52,7 +54,8 @@ def budget_rows(shapes: list[dict], config: dict, preset: str) -> list[dict]:
         by_ds = json.loads(s["test_flops_by_dataset"] or "{}")
         test = float(by_ds.get(FPS_DATASET, s["test_image_flops"] or 0))
         trainable, total = int(s["params_trainable"]), int(s["params_total"])
-        memory = (total * 4 + trainable * 12 + float(s["activation_bytes"] or 0) / 2) / 1e9 if iterations else 0.0
+        activations = float(s["activation_bytes"] or 0) - float(s["attention_matrix_bytes"] or 0)
+        memory = (total * 4 + trainable * 12 + activations / 2) / 1e9 if iterations else 0.0
         row = {"experiment": s["experiment"], "variant": s["variant"], "backbone": s["backbone"],
                "generator": s["generator"], "iterations": iterations, "train_step_flops": step,
                "batch_per_gpu": per_gpu, "train_flops": train_flops, "gpu_hours": train_flops / rate / 3600,

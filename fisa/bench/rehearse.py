@@ -16,11 +16,14 @@ architectures at paper size, no weights, no memory, no compute. On it, it runs
 Any shape, dtype or device error fails that row (`status` names the error); the others still run.
 Per row: parameters (total, trainable, trainable by group), FLOPs per training step and per test
 image (torch.utils.flop_counter; SDPA's CPU flash kernel gets a formula), the one-off FLOPs of
-encoding each dataset's vocabulary (prompts x one prompt through the text tower), and an activation-memory estimate (bytes autograd saves for backward in
-the training step, fp32). Identical configurations are rehearsed once and shared between rows.
+encoding each dataset's vocabulary (prompts x one prompt through the text tower), and an
+activation-memory estimate (bytes autograd saves for backward in the training step, fp32; `attention_matrix_bytes` of them are [L, L] attention maps that only
+SDPA's math path keeps, see `SavedBytes`). Identical configurations are rehearsed once and shared between rows.
 
 What shapes cannot show, and is replaced here: the Hungarian assignment is data (scipy on real
-costs), so proposal i is paired with segment i; post-processing (panoptic merging, argmax
+costs), so proposal i is paired with segment i; Mask2Former's overflow clamp while its generator
+trains (adapt_mask_generator) reads values, so it is told they are finite; `nonzero` (the oracle
+classifier's selections) counts every element as nonzero (an upper bound); post-processing (panoptic merging, argmax
 decisions) is data-dependent and is not run; a frozen generator runs once per resolution (its
 proposals' shape and FLOPs are reused: they do not depend on the vocabulary or the variant); autocast does not act on the meta device, so the
 step runs in fp32 (FLOPs do not depend on it; the activation estimate is fp32's).
@@ -45,7 +48,7 @@ log = logging.getLogger("fisa.rehearse")
 
 COLUMNS = ("experiment", "backbone", "generator", "variant", "params_total", "params_trainable",
            "train_step_flops", "test_image_flops", "status", "clip_model", "generator_id", "batch_per_gpu",
-           "crop_size", "train_classes", "test_flops_by_dataset", "vocabulary_flops", "activation_bytes",
+           "crop_size", "train_classes", "test_flops_by_dataset", "vocabulary_flops", "activation_bytes", "attention_matrix_bytes",
            "trainable_by_group", "precision", "seconds")
 REFERRING_EXPRESSIONS = 8   # a referring test image's vocabulary (its expressions), our choice
 SEGMENTS_PER_IMAGE = 12     # ground-truth segments per training image, our choice (COCO: ~11 on average)
@@ -82,19 +85,43 @@ def shape_only_match(class_logits, mask_logits, labels, target_masks, weights=No
     return idx, idx.clone()
 
 
+class _TorchWithoutOverflowCheck:
+    """`torch` for transformers' Mask2Former module, but `isfinite` answers True: its pixel decoder
+    clamps overflowing activations while training (`if not torch.isfinite(h).all()`), a check on
+    values the meta device does not have. Everything else is torch itself."""
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def isfinite(t):
+        return torch.ones((), dtype=torch.bool)
+
+
 class SavedBytes:
-    """Bytes autograd saves for backward (activations), parameters excluded: a context manager."""
+    """Bytes autograd saves for backward (activations), parameters excluded: a context manager.
+
+    `attention_bytes`: the part in square [.., L, L] tensors with L >= ATTENTION_MIN_TOKENS, i.e.
+    self-attention score/probability matrices. On meta (and CPU) SDPA's backward takes the math
+    path, which saves them; CUDA's flash / memory-efficient kernels do not (they keep O(L) per head),
+    so a GPU estimate leaves them out."""
+
+    ATTENTION_MIN_TOKENS = 1024
 
     def __init__(self, params):
         self.param_ids = {id(p) for p in params}
         self.seen: set[int] = set()
         self.bytes = 0
+        self.attention_bytes = 0
 
     def _pack(self, t):
         base = t._base if t._base is not None else t
         if id(t) not in self.seen and id(base) not in self.param_ids and id(t) not in self.param_ids:
             self.seen.add(id(t))
-            self.bytes += t.numel() * t.element_size()
+            n = t.numel() * t.element_size()
+            self.bytes += n
+            if t.dim() >= 2 and t.shape[-1] == t.shape[-2] >= self.ATTENTION_MIN_TOKENS:
+                self.attention_bytes += n
         return t
 
     def __enter__(self):
@@ -125,9 +152,12 @@ def synthetic_targets(batch: int, classes: int, size: int, generator: torch.Gene
 
 
 def counted(fn):
-    """(result, FLOPs) of fn() under FlopCounterMode."""
+    """(result, FLOPs) of fn() under FlopCounterMode (`nonzero` on meta: every element counts as
+    nonzero, torch's own upper-bound switch)."""
+    from torch.fx.experimental import _config as fx_config
+
     counter = FlopCounterMode(display=False)
-    with counter:
+    with counter, fx_config.patch(meta_nonzero_assume_all_nonzero=True):
         out = fn()
     return out, counter.get_total_flops()
 
@@ -185,12 +215,14 @@ def rehearse_training(model, resolved: dict, batch: int) -> dict:
         optimizer.step()
         return loss
 
-    with mock.patch("fisa.models.loss.hungarian_match", shape_only_match):
+    with mock.patch("fisa.models.loss.hungarian_match", shape_only_match), \
+            mock.patch("transformers.models.mask2former.modeling_mask2former.torch", _TorchWithoutOverflowCheck()):
         loss, flops = counted(one_step)
     if loss.shape != ():
         raise RuntimeError(f"training loss has shape {tuple(loss.shape)}, expected a scalar")
     model.eval()
     return {"train_step_flops": flops, "activation_bytes": saved.bytes,
+            "attention_matrix_bytes": saved.attention_bytes,
             "train_classes": len(names), "crop_size": crop, "batch_per_gpu": batch}
 
 
@@ -223,8 +255,10 @@ def rehearse_test_image(model, resolved: dict, dataset: str, proposals_cache: di
             flops += generator_flops
             mask_logits, class_logits = out["mask_logits"][0], out["class_logits"][0]
         else:
+            from torch.fx.experimental import _config as fx_config
+
             counter = FlopCounterMode(display=False)
-            with counter:
+            with counter, fx_config.patch(meta_nonzero_assume_all_nonzero=True):
                 out = run_model(model, image, vocab, h, w, targets=targets)
             flops = counter.get_total_flops()
             mask_logits, class_logits = out["mask_logits"], out["class_logits"]
@@ -290,9 +324,10 @@ def rehearse_shapes(config: dict, preset: str, experiments: list[str] | None = N
                     train_done[tkey] = rehearse_training(model, resolved, batch)
                 tr = train_done[tkey]
                 row.update(train_step_flops=tr["train_step_flops"], activation_bytes=tr["activation_bytes"],
+                           attention_matrix_bytes=tr["attention_matrix_bytes"],
                            batch_per_gpu=batch, crop_size=tr["crop_size"], train_classes=tr["train_classes"])
             else:
-                row.update(train_step_flops=0, activation_bytes=0, batch_per_gpu=0)
+                row.update(train_step_flops=0, activation_bytes=0, attention_matrix_bytes=0, batch_per_gpu=0)
             by_dataset, vocab = {}, {}
             for ds in resolved["datasets"]:
                 ekey = _key(mkey, ds, resolved["eval"]["min_size"], resolved["eval"]["max_size"])
