@@ -176,3 +176,28 @@ def test_paper_backbone_loads_hub_layout_offline(tmp_path, monkeypatch):
     q = clip.visual.transformer.resblocks[0].attn.q_proj.weight  # split from the fused in_proj
     assert torch.equal(q, state["visual.transformer.resblocks.0.attn.in_proj_weight"][:w])
     assert isinstance(clip.visual.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
+
+
+def test_paper_hub_generator_loads_offline(tmp_path, monkeypatch):
+    """The paper preset's Swin-T Mask2Former id: its stored architecture (config.json) and random
+    weights (pytorch_model.bin) in huggingface_hub's cache under <cache_dir>/huggingface; the fetch
+    rule's call and the model factory's `load_generator` read them with the hub offline."""
+    import huggingface_hub.constants
+    import torch
+
+    from fisa.config import load_config
+    from fisa.models.fetch import fetch_generator
+    from fisa.models.generator import build_generator_architecture, load_generator
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    entry = load_config(CONFIG)["presets"]["paper"]["generators"]["swin_t"]
+    ref = build_generator_architecture(entry, init_seed=5)  # the stored architecture, random weights
+    config_path = _hf_cache_file(tmp_path / "huggingface", entry["id"], "config.json")
+    ref.config.to_json_file(str(config_path))
+    torch.save(ref.state_dict(), config_path.parent / "pytorch_model.bin")
+
+    assert fetch_generator("swin_t", entry, tmp_path)["action"] == "downloaded"
+    gen = load_generator("swin_t", entry, cache_dir=str(tmp_path))
+    for name, value in list(ref.state_dict().items())[::50]:
+        assert torch.equal(gen.state_dict()[name], value), name
+    assert gen.config.backbone_config.depths == [2, 2, 6, 2] and gen.config.num_queries == 100
