@@ -128,3 +128,76 @@ def test_fetch_cli_reports_a_corrupt_checkpoint(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert f"error: generator 'r50': {srv.url}/{name}: sha256 mismatch: expected {sha[:6]}..." in err
     assert not (tmp_path / "cache" / ".done").exists()
+
+
+def _hf_cache_file(root: Path, repo_id: str, filename: str, commit: str = "0" * 40) -> Path:
+    """Where huggingface_hub's cache keeps `filename` of `repo_id` at `commit` (refs/main -> commit)."""
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return repo / "snapshots" / commit / filename
+
+
+@pytest.mark.slow
+def test_paper_backbone_loads_hub_layout_offline(tmp_path, monkeypatch):
+    """The paper preset's ViT-B-16 `openai`: random weights written where open_clip resolves the tag
+    (its hf_hub repo, open_clip_model.safetensors, in <cache_dir>/open_clip's HF cache), then the
+    fetch rule's call and the model factory's call load them with the hub offline."""
+    import os
+
+    import huggingface_hub.constants
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    from fisa.config import load_config
+    from fisa.models.fetch import fetch_backbone
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    entry = load_config(CONFIG)["presets"]["paper"]["backbones"]["vit_b16"]
+    hub = open_clip.get_pretrained_cfg(entry["model"], entry["pretrained"])["hf_hub"]
+    repo_id, filename = os.path.split(hub)  # "timm/vit_base_patch16_clip_224.openai", "" (open_clip's default name)
+    assert filename == ""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        ref = open_clip.create_model(entry["model"], force_quick_gelu=True)
+    state = {k: v.contiguous() for k, v in ref.state_dict().items()}
+    del ref
+    # open_clip prefers the safetensors alternative of open_clip_pytorch_model.bin
+    path = _hf_cache_file(tmp_path / "open_clip", repo_id, "open_clip_model.safetensors")
+    save_file(state, str(path))
+
+    result = fetch_backbone(entry, tmp_path, "vit_b16")
+    assert Path(result["path"]).resolve() == path.resolve()
+    clip = create_clip(entry, cache_dir=str(tmp_path))
+    assert torch.equal(clip.visual.conv1.weight, state["visual.conv1.weight"])
+    w = clip.visual.transformer.width
+    q = clip.visual.transformer.resblocks[0].attn.q_proj.weight  # split from the fused in_proj
+    assert torch.equal(q, state["visual.transformer.resblocks.0.attn.in_proj_weight"][:w])
+    assert isinstance(clip.visual.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
+
+
+def test_paper_hub_generator_loads_offline(tmp_path, monkeypatch):
+    """The paper preset's Swin-T Mask2Former id: its stored architecture (config.json) and random
+    weights (pytorch_model.bin) in huggingface_hub's cache under <cache_dir>/huggingface; the fetch
+    rule's call and the model factory's `load_generator` read them with the hub offline."""
+    import huggingface_hub.constants
+    import torch
+
+    from fisa.config import load_config
+    from fisa.models.fetch import fetch_generator
+    from fisa.models.generator import build_generator_architecture, load_generator
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    entry = load_config(CONFIG)["presets"]["paper"]["generators"]["swin_t"]
+    ref = build_generator_architecture(entry, init_seed=5)  # the stored architecture, random weights
+    config_path = _hf_cache_file(tmp_path / "huggingface", entry["id"], "config.json")
+    ref.config.to_json_file(str(config_path))
+    torch.save(ref.state_dict(), config_path.parent / "pytorch_model.bin")
+
+    assert fetch_generator("swin_t", entry, tmp_path)["action"] == "downloaded"
+    gen = load_generator("swin_t", entry, cache_dir=str(tmp_path))
+    for name, value in list(ref.state_dict().items())[::50]:
+        assert torch.equal(gen.state_dict()[name], value), name
+    assert gen.config.backbone_config.depths == [2, 2, 6, 2] and gen.config.num_queries == 100

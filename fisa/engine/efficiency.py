@@ -10,6 +10,8 @@ The run config is the only config read; the trained model is its `checkpoints.ru
   1 / median seconds per image (CUDA synchronised around each image).
 - memory_GB: peak CUDA memory allocated during those images (reset before); on CPU the
   process's peak resident set size (it includes the loaded model; said in the record).
+- precision: `efficiency.precision` (fp32 | tf32 | bf16 autocast, fisa.engine.precision); a
+  precision the device cannot run fails, and the record states the one used.
 - trainable_params: parameters with requires_grad in the experiment's variant.
 - gpu_hours, iterations: from the training run's provenance.json (wall time x processes,
   summed over restarts; the device that trained it is recorded beside).
@@ -30,6 +32,7 @@ from fisa.config import config_hash, load_run_config
 from fisa.engine import provenance
 from fisa.engine.common import add_run_config_arg, load_run_model, pick_device, run_main, setup_logging
 from fisa.engine.inference import predict, run_model
+from fisa.engine.precision import precision_context
 from fisa.utils.io import atomic_write_json
 
 log = logging.getLogger("fisa.efficiency")
@@ -44,19 +47,22 @@ def peak_memory_gb(device: torch.device) -> tuple[float, str]:
 
 
 def time_inference(model, images: list[torch.Tensor], vocabulary, meta, eval_cfg: dict, warmup: int,
-                   device: torch.device) -> list[float]:
-    """Seconds per image (model + post-processing) for `images`, after `warmup` passes."""
+                   device: torch.device, precision: str = "fp32") -> list[float]:
+    """Seconds per image (model + post-processing) for `images`, after `warmup` passes, in `precision`."""
     tasks = set(meta.tasks) & {"semantic", "panoptic"}
     ms, mx = int(eval_cfg["min_size"]), int(eval_cfg["max_size"])
+    autocast = precision_context(precision, device, "efficiency.precision")
     for i in range(warmup):
-        predict(run_model(model, images[i % len(images)], vocabulary, ms, mx), tasks, meta.thing, eval_cfg)
+        with autocast:
+            predict(run_model(model, images[i % len(images)], vocabulary, ms, mx), tasks, meta.thing, eval_cfg)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     seconds = []
     for img in images:
         t0 = time.perf_counter()
-        predict(run_model(model, img, vocabulary, ms, mx), tasks, meta.thing, eval_cfg)
+        with autocast:
+            predict(run_model(model, img, vocabulary, ms, mx), tasks, meta.thing, eval_cfg)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds.append(time.perf_counter() - t0)
@@ -78,7 +84,9 @@ def efficiency(resolved: dict, run_dir: str | Path | None, output: str | Path, d
     images = [dataset[i]["image"] for i in range(count)]
     with torch.no_grad():
         vocabulary = model.encode_vocabulary(meta.classes)
-    seconds = time_inference(model, images, vocabulary, meta, resolved["eval"], int(eff["warmup"]), device)
+    precision = eff["precision"]
+    seconds = time_inference(model, images, vocabulary, meta, resolved["eval"], int(eff["warmup"]), device,
+                             precision)
     memory, memory_kind = peak_memory_gb(device)
     train_prov = {}
     if run_dir is not None and (Path(run_dir) / "provenance.json").exists():
@@ -93,7 +101,7 @@ def efficiency(resolved: dict, run_dir: str | Path | None, output: str | Path, d
             "iterations": int(resolved["train"]["iterations"]),
         },
         "provenance": {
-            "device": provenance.device_name(device), "memory_measure": memory_kind,
+            "device": provenance.device_name(device), "memory_measure": memory_kind, "precision": precision,
             "train_device": train_prov.get("device"), "train_world_size": train_prov.get("world_size"),
             "images": count, "warmup": int(eff["warmup"]),
             "resolution": {"min_size": resolved["eval"]["min_size"], "max_size": resolved["eval"]["max_size"]},

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fisa.engine.checkpoint import CheckpointManager
 from fisa.engine.distributed import DistContext, all_reduce_any, barrier
+from fisa.engine.precision import precision_context
 from fisa.engine.progress import LossLog, Progress
 from fisa.engine.sampling import MicroBatchSampler, SampleStream, accumulation_steps, mix_seed
 
@@ -61,7 +62,7 @@ class LoopConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     log_every: int = 20
-    precision: str = "fp32"          # "bf16" enables autocast on CUDA
+    precision: str = "fp32"          # fp32 | tf32 | bf16 (autocast on the device): fisa.engine.precision
     num_workers: int = 0
     # {type: full_model | norm | value | none, value}: see `clip_gradients` (train.grad_clip)
     grad_clip: dict | None = None
@@ -233,9 +234,9 @@ def train_loop(model: nn.Module, dataset: Dataset, step_fn: Callable[[nn.Module,
     `on_iteration(done, checkpointed)` is called after each iteration (every rank).
     """
     t_start = time.perf_counter()
-    if cfg.precision not in ("fp32", "bf16"):
-        # fp16 would need a GradScaler, whose skipped steps on inf clash with the NaN stop
-        raise ValueError(f"train.precision: {cfg.precision!r} is not supported; use bf16 (GPU) or fp32")
+    # fp16 is not offered: a GradScaler's skipped steps on inf would clash with the NaN stop.
+    # A precision the device cannot run fails here (fisa.engine.precision), never silently fp32.
+    autocast = precision_context(cfg.precision, ctx.device, "train.precision")
     output_dir = Path(output_dir)
     ckpts = CheckpointManager(output_dir / "checkpoints", keep=cfg.keep_checkpoints)
     accumulation = accumulation_steps(cfg.global_batch, cfg.micro_batch, ctx.world_size)
@@ -262,8 +263,6 @@ def train_loop(model: nn.Module, dataset: Dataset, step_fn: Callable[[nn.Module,
     sampler = MicroBatchSampler(start, cfg.iterations, cfg.global_batch, cfg.micro_batch, ctx.rank, ctx.world_size)
     loader = DataLoader(stream, batch_sampler=sampler, collate_fn=collate_fn, num_workers=cfg.num_workers,
                         pin_memory=ctx.device.type == "cuda", persistent_workers=False)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                if cfg.precision == "bf16" and ctx.device.type == "cuda" else nullcontext())
     params = [p for p in unwrap(model).parameters() if p.requires_grad]
     losslog = LossLog(output_dir / "losses.csv", resume_iteration=start) if ctx.is_main else None
     progress = Progress(cfg.iterations, start, cfg.log_every, enabled=ctx.is_main, use_bar=cfg.progress_bar)

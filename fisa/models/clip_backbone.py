@@ -44,13 +44,16 @@ def harness_clip_path(cache_dir: str | Path, backbone: str) -> Path:
 
 
 def create_clip(clip_cfg: dict, cache_dir: str | None = None, init_seed: int = 0,
-                backbone: str | None = None) -> nn.Module:
+                backbone: str | None = None, weights: str = "pretrained", device=None) -> nn.Module:
     """Build the open_clip CLIP model named in `clip_cfg` ({model, pretrained, image_size, source?}).
 
     `pretrained: null` gives random weights drawn from `init_seed` (the global RNG is left
     untouched), so every small-preset experiment shares the same "pre-trained" CLIP.
     `source: harness` loads the weights `python -m fisa.engine.pretrain_clip` wrote to
     `harness_clip_path(cache_dir, backbone)` (the small preset's "pre-trained" tiny CLIP).
+    `weights="random"` builds the architecture the weights would need (QuickGELU where the
+    `pretrained` tag was trained with it) with random weights and loads nothing. `device`: build
+    on it (open_clip's `device`; "meta" for shapes only).
     """
     register_model_configs()
     name = clip_cfg["model"]
@@ -64,6 +67,9 @@ def create_clip(clip_cfg: dict, cache_dir: str | None = None, init_seed: int = 0
             f"model.clip.model={name!r}: its visual tower is timm's {timm_name!r}; mask tokens are implemented "
             "for open_clip's native VisionTransformer and EVA01-style timm Eva towers only (docs/models.md)")
     pretrained = clip_cfg.get("pretrained")
+    quick_gelu = uses_quick_gelu(name, pretrained)  # the architecture of the named weights, loaded or not
+    if weights == "random":
+        pretrained = None
     clip_cache = str(Path(cache_dir) / "open_clip") if cache_dir else None
     root_logger = logging.getLogger()
     level = root_logger.level
@@ -73,12 +79,12 @@ def create_clip(clip_cfg: dict, cache_dir: str | None = None, init_seed: int = 0
             root_logger.setLevel(logging.ERROR)
         try:
             model = open_clip.create_model(name, pretrained=pretrained, cache_dir=clip_cache,
-                                           force_quick_gelu=uses_quick_gelu(name, pretrained))
+                                           force_quick_gelu=quick_gelu, device=device or "cpu")
         finally:
             root_logger.setLevel(level)
-    if clip_cfg.get("source", "open_clip") == "harness":
+    if clip_cfg.get("source", "open_clip") == "harness" and weights != "random":
         load_harness_weights(model, cache_dir, backbone)
-    elif clip_cfg.get("source", "open_clip") != "open_clip":
+    elif clip_cfg.get("source", "open_clip") not in ("open_clip", "harness"):
         raise ValueError(f"model.clip.source: expected open_clip or harness, got {clip_cfg['source']!r}")
     visual = model.visual
     if is_eva_tower(visual):

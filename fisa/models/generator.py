@@ -45,34 +45,58 @@ def tiny_generator_config(name: str):
     return Mask2FormerConfig.from_dict(json.loads(path.read_text()))
 
 
-def build_generator_architecture(generator_config: dict, cache_dir: str | None = None, init_seed: int = 0):
-    """A randomly initialised `Mask2FormerForUniversalSegmentation` for `generator_config`.
+def hub_architecture_path(hub_id: str) -> Path:
+    """The published architecture of a hub Mask2Former, stored so random-weight builds stay offline:
+    fisa/models/model_configs/hub-<owner>--<name>.json (sizes only; see docs/models.md for sources)."""
+    return MODEL_CONFIG_DIR / f"hub-{hub_id.replace('/', '--')}.json"
 
-    Uses the tiny JSON `config` when given, else the hub `id`'s config (downloaded to / read from
-    `cache_dir`). A config with only `base` (e.g. swin_b_retrained) must be resolved by the caller
-    to the base generator's config first. Used by the engine's generator training (Fig. 2b, the
-    small preset's "pre-trained" generators).
-    """
-    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
+
+def generator_architecture(generator_config: dict, cache_dir: str | None = None):
+    """The `Mask2FormerConfig` of a generator entry without its weights: the tiny JSON `config`; a hub
+    `id`'s stored architecture (else its config.json, downloaded to / read from `cache_dir`); a
+    `converted` entry's detectron2 R50 architecture. A `base: NAME` entry must be resolved by the
+    caller to the base generator's entry first."""
+    from transformers import Mask2FormerConfig
 
     if generator_config.get("config"):
-        cfg = tiny_generator_config(generator_config["config"])
-    elif generator_config.get("id") and generator_config.get("source") == "hub":
+        return tiny_generator_config(generator_config["config"])
+    if generator_config.get("source") == "converted":
+        from fisa.models.convert_d2_mask2former import r50_config
+
+        return r50_config()
+    if generator_config.get("id") and generator_config.get("source") == "hub":
+        stored = hub_architecture_path(generator_config["id"])
+        if stored.exists():
+            return Mask2FormerConfig.from_dict(json.loads(stored.read_text()))
         hf_cache = str(Path(cache_dir) / "huggingface") if cache_dir else None
-        cfg = Mask2FormerConfig.from_pretrained(generator_config["id"], cache_dir=hf_cache)
-    else:
-        raise ValueError(f"model.generator_config={generator_config!r}: no `config` (tiny JSON) or hub `id` to take "
-                         "the architecture from; for a `base: NAME` entry pass the base generator's config")
+        return Mask2FormerConfig.from_pretrained(generator_config["id"], cache_dir=hf_cache)
+    raise ValueError(f"model.generator_config={generator_config!r}: no `config` (tiny JSON), hub `id` or "
+                     "`converted` source to take the architecture from; for a `base: NAME` entry pass the "
+                     "base generator's config")
+
+
+def build_generator_architecture(generator_config: dict, cache_dir: str | None = None, init_seed: int = 0):
+    """A randomly initialised `Mask2FormerForUniversalSegmentation` of `generator_architecture`,
+    drawn from `init_seed` (the global RNG is left untouched). Used by the engine's generator
+    training (Fig. 2b, the small preset's "pre-trained" generators) and by `weights: random`.
+    """
+    from transformers import Mask2FormerForUniversalSegmentation
+
+    cfg = generator_architecture(generator_config, cache_dir)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
         return Mask2FormerForUniversalSegmentation(cfg)
 
 
-def load_generator(generator_name: str, generator_config: dict, cache_dir: str | None = None, init_seed: int = 0):
-    """Load the Mask2Former named by `generator_name` / `generator_config` (see module docstring)."""
+def load_generator(generator_name: str, generator_config: dict, cache_dir: str | None = None, init_seed: int = 0,
+                   weights: str = "pretrained"):
+    """Load the Mask2Former named by `generator_name` / `generator_config` (see module docstring);
+    `weights="random"`: its architecture with random weights from `init_seed`, nothing loaded."""
     from transformers import Mask2FormerForUniversalSegmentation
 
     source = generator_config.get("source")
+    if weights == "random":
+        return build_generator_architecture(generator_config, cache_dir, init_seed=init_seed)
     if source == "hub":
         if not generator_config.get("id"):
             raise ValueError(f"model.generator_config: source 'hub' needs an `id`, got {generator_config!r}")

@@ -152,9 +152,10 @@ def set_criterion(outputs: dict, targets: list[dict], weights: dict | None = Non
     target_classes = torch.full((b, q), c1 - 1, dtype=torch.int64, device=class_logits.device)
     pred_masks, gt_masks, matches = [], [], []
     for i, t in enumerate(targets):
-        labels = t["labels"].to(class_logits.device)
+        labels = t["labels"]  # checked where it lies (a shape-only model may run on the meta device)
         if labels.numel() and int(labels.max()) >= c1 - 1:
             raise ValueError(f"loss: target label {int(labels.max())} out of range for {c1 - 1} classes")
+        labels = labels.to(class_logits.device)
         if points:  # targets stay at their own resolution; both are read at the same points
             tmasks = t["masks"].to(mask_logits.device).float()
             coords = torch.rand(int(crit["num_points"]), 2, generator=generator, device=mask_logits.device)

@@ -85,8 +85,8 @@ def encode_class_names(clip: nn.Module, tokenizer, class_names: list[list[str]],
     # float32 whatever autocast is active: the cached vocabulary outlives the autocast region
     emb = torch.cat(embs).float().view(-1, len(templates), embs[0].shape[-1])  # [sum synonyms, T, D]
     syn_emb = F.normalize(emb.mean(1), dim=-1)  # [S, D]
-    counts = torch.tensor([len(s) for s in class_names], device=device)
-    class_idx = torch.repeat_interleave(torch.arange(len(class_names), device=device), counts)
+    # class index of every synonym, from the lists (not repeat_interleave: its size would be data)
+    class_idx = torch.tensor([c for c, syns in enumerate(class_names) for _ in syns], device=device)
     cls_emb = torch.zeros(len(class_names), syn_emb.shape[1], device=device, dtype=syn_emb.dtype)
     cls_emb = cls_emb.index_add(0, class_idx, syn_emb)
     return F.normalize(cls_emb, dim=-1)
