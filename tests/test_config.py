@@ -154,7 +154,7 @@ def test_every_config_key_the_engine_reads_is_in_the_schema():
     assert _keys_read_text(probe) == {("train", "no_such_key"), ("eval", "nor_this")}
 
 
-def _keys_read_text(text, tmp=Path("/tmp")):
+def _keys_read_text(text):
     import tempfile
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(text)

@@ -262,3 +262,25 @@ def test_efficiency_record(small, fisa):
     assert m["iterations"] == r["train"]["iterations"] and m["gpu_hours"] > 0
     assert rec["provenance"]["device"].startswith("CPU") and "RSS" in rec["provenance"]["memory_measure"]
     assert json.loads(path.read_text())["metrics"]["FPS"] == m["FPS"]
+
+
+def test_programs_run_from_the_run_config_alone(small, tmp_path):
+    """The CLIs read only --run-config: training writes the run folder it names (with a copy of
+    it), evaluation finds the model there; both records carry the run config's hash."""
+    from fisa.config import config_hash, run_config, write_run_config
+    from fisa.engine import evaluate, train
+
+    run = run_config(small["config"], "baseline", "small", seed=0, run_dir=str(tmp_path / "runs" / "baseline"))
+    run["eval"]["max_images"] = 2
+    path = tmp_path / "run.yaml"
+    write_run_config(path, run)
+    train.main(["--run-config", str(path)])
+    folder = Path(run["checkpoints"]["run_dir"])
+    assert (folder / "done.json").exists() and (folder / "model_final.pt").exists()
+    assert yaml.safe_load((folder / "run_config.yaml").read_text()) == yaml.safe_load(path.read_text())
+    out = tmp_path / "eval" / "ade150.json"
+    evaluate.main(["--run-config", str(path), "--dataset", "ade150", "--output", str(out)])
+    rec = json.loads(out.read_text())
+    assert rec["provenance"]["images"] == 2 and rec["provenance"]["config_hash"] == config_hash(run)
+    assert rec["provenance"]["checkpoint"] == run["checkpoints"]["model_final"]
+    assert rec["provenance"]["code_version"] == run["code_version"]

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import torch
 
-from fisa.config import ConfigError, config_hash, load_run_config
+from fisa.config import ConfigError, config_hash
 
 log = logging.getLogger("fisa.engine")
 

@@ -2,7 +2,6 @@
 # of analysis/targets.yaml, paths, per-rule resources. Plain Python; the rules use it.
 import hashlib
 import json
-import os
 import re
 import shlex
 from pathlib import Path
@@ -16,7 +15,6 @@ from fisa.config import (ConfigError, config_hash, eval_datasets, experiment_nam
 
 # Paths of the repository (not of --directory): the schema and the targets travel with the code.
 REPO = Path(workflow.basedir)
-SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
 # Conda environment of every job (with --software-deployment-method conda).
 CONDA_ENV = str(REPO / "envs/fisa.yaml")
 
@@ -93,11 +91,11 @@ def generator_config_path(generator):
 
 # The whole config Snakemake resolved (config.yaml or --configfile, plus --config overrides), for
 # the programs that read the matrix rather than one run (fetch, figures). Their rules take it as
-# an `ancient` input with their own rerun trigger, so rewriting it reruns nothing by itself.
+# an `ancient` input, so rewriting it reruns nothing by itself.
 EFFECTIVE_CONFIG = f"{RESULTS}/configs/config.yaml"
 ENGINE_ARGS = f"--config {shlex.quote(EFFECTIVE_CONFIG)} --preset {shlex.quote(PRESET)}"
 
-# Rerun triggers (params): each output reruns when the sections that shape it change.
+# Rerun triggers (params) beside the run config input: the sections that shape each output.
 TRAIN_SECTIONS = ("variant", "model", "train")
 EVAL_SECTIONS = TRAIN_SECTIONS + ("eval",)
 EFFICIENCY_SECTIONS = EVAL_SECTIONS + ("efficiency",)
