@@ -177,9 +177,10 @@ def figure_fig_fidelity_sensitivity(inp: Inputs):
     labels = {r["experiment"]: r["label"] for r in rows if r.get("experiment")}
     reference, dataset = spec["reference"], tgt["datasets"][0]
     alternatives = [e for e in tgt["experiments"] if e != reference]
-    fig, ax = plots.new_figure(0.25 * len(alternatives) + 1.0)
+    # twice the column width: the y labels name the alternatives
+    fig, ax = plots.new_figure(0.25 * len(alternatives) + 1.0, width_in=2 * plots.COLUMN_WIDTH_IN)
     data = plots.delta_bars(ax, inp.metrics, alternatives, reference, labels, spec["metrics"], dataset)
-    ax.set_title(f"Alternatives vs {labels.get(reference, reference)} (preset {inp.preset})")
+    ax.set_title(f"Open choices: alternative vs defaults (preset {inp.preset})")
     return fig, data
 
 

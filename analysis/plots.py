@@ -202,6 +202,6 @@ def delta_bars(ax, metrics: pd.DataFrame, experiments: Sequence[str], reference:
     ax.axvline(0, color="black", linewidth=0.6)
     ax.set_yticks(range(len(experiments)), [labels.get(e, e) for e in experiments])
     ax.invert_yaxis()
-    ax.set_xlabel(f"Δ vs {labels.get(reference, reference)} ({dataset}, points)")
+    ax.set_xlabel(f"Δ vs {reference} on {dataset} (points)")
     ax.legend(frameon=False, fontsize=6)
     return pd.DataFrame(rows)
