@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from real_engine import engine_env, prepare_tiny_inputs, train_command
 from test_workflow import REPO, job_counts, snakemake, workflow_copy
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -170,37 +171,15 @@ REAL_TRAIN_ITERATIONS = 30
 
 @pytest.fixture(scope="module")
 def tiny_real_inputs(tmp_path_factory):
-    """Synthetic data, a 2-iteration "pre-trained" generator and CLIP: what the real
-    `fisa.engine.train` of the small preset needs (the run's quality does not matter here)."""
-    from fisa.config import load_config
-    from fisa.data.synthetic import generate
-    from fisa.engine.pretrain_clip import pretrain_clip
-    from fisa.engine.train_generator import train_generator
-    from fisa.models.clip_backbone import harness_clip_path
-
-    root = tmp_path_factory.mktemp("real_engine")
-    data, cache = root / "datasets", root / "checkpoints"
-    generate(str(data), seed=0, sizes={"coco_train": 16, "coco": 1, "ade150": 1, "ade847": 1, "pc59": 1,
-                                       "mapillary": 1, "refcoco": 2})
-    config = load_config(overrides={"presets": {"small": {
-        "data_root": str(data), "cache_dir": str(cache),
-        "generators": {"swin_b": {"train": {"iterations": 2}}}}}})
-    train_generator(config, "small", "swin_b", cache / "generators" / "swin_b")
-    backbone = dict(config["presets"]["small"]["backbones"]["vit_l14_336"])
-    backbone["pretrain"] = {**backbone["pretrain"], "iterations": 2}
-    pretrain_clip(backbone, harness_clip_path(cache, "vit_l14_336"))
-    return {"root": root, "data": data, "cache": cache}
+    return prepare_tiny_inputs(tmp_path_factory.mktemp("real_engine"))
 
 
 def _train_command(inputs, out: Path) -> list[str]:
-    return [sys.executable, "-m", "fisa.engine.train", "--preset", "small", "--experiment", "fisa", "--seed", "0",
-            "--set", f"presets.small.data_root={inputs['data']}", "--set", f"presets.small.cache_dir={inputs['cache']}",
-            "--set", f"presets.small.schedules.ablation={REAL_TRAIN_ITERATIONS}",
-            "--set", "presets.small.defaults.train.checkpoint_every=1000", "--output-dir", str(out)]
+    return train_command(inputs, out, REAL_TRAIN_ITERATIONS, checkpoint_every=1000)
 
 
 def _engine_env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return engine_env()
 
 
 def _sbatch(script: Path, workdir: Path) -> str:
