@@ -240,7 +240,7 @@ def _readme_block(section: str) -> str:
 def test_ci_runs_exactly_the_readme_test_command():
     readme = _readme_block("Tests")
     ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines()
-          if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))]
+          if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd ", "export CI=true"))]
     assert ci == [readme]
 
 
@@ -269,3 +269,20 @@ def test_fisa_validate_config_uses_the_workflow_schema(config):
     bad["presets"]["small"]["data_source"] = "scraped"
     with pytest.raises(ConfigError, match=r"presets\.small\.data_source: 'scraped' is not one of"):
         validate_config(bad)
+
+
+@pytest.mark.parametrize("env,outcome", [({}, "fail"), ({"FISA_ALLOW_NO_SLURM": "1"}, "skip"),
+                                         ({"FISA_ALLOW_NO_SLURM": "1", "CI": "true"}, "fail")])
+def test_slurm_tests_are_skipped_only_when_explicitly_allowed_and_never_in_ci(monkeypatch, env, outcome):
+    from test_workflow_slurm import _skip_loudly
+
+    for k in ("CI", "FISA_ALLOW_NO_SLURM"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    if outcome == "fail":
+        with pytest.raises(pytest.fail.Exception, match="no root here.*FISA_ALLOW_NO_SLURM=1"):
+            _skip_loudly("no root here")
+    else:
+        with pytest.warns(UserWarning, match="skipped"), pytest.raises(pytest.skip.Exception, match="no root here"):
+            _skip_loudly("no root here")
