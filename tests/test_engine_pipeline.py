@@ -217,3 +217,16 @@ def test_efficiency_record(small, fisa):
     assert m["iterations"] == r["train"]["iterations"] and m["gpu_hours"] > 0
     assert rec["provenance"]["device"].startswith("CPU") and "RSS" in rec["provenance"]["memory_measure"]
     assert json.loads(path.read_text())["metrics"]["FPS"] == m["FPS"]
+
+
+def test_attribution_seve_and_the_adapter_each_contribute(small, baseline, fisa):
+    """Which part learns (issue 17): on the small preset's data, seed 0, ADE-150 stand-in.
+    SEVE: the `seve` experiment (SEVE + adapter trained, CLIP frozen) against the frozen
+    `baseline`; the adapter: `fisa` (2 adapter layers) against `adapter_0` (none)."""
+    seve_r, seve_out = _train(small, "seve")
+    seve = _evaluate(small, seve_r, seve_out, "ade150")[0]["metrics"]
+    a0_r, a0_out = _train(small, "adapter_0")
+    adapter_0 = _evaluate(small, a0_r, a0_out, "ade150")[0]["metrics"]
+    b, f = baseline[2]["metrics"], fisa[2]["metrics"]
+    print(f"baseline PQ {b['PQ']:.2f} mIoU {b['mIoU']:.2f} | seve PQ {seve['PQ']:.2f} mIoU {seve['mIoU']:.2f} | "
+          f"adapter_0 PQ {adapter_0['PQ']:.2f} mIoU {adapter_0['mIoU']:.2f} | fisa PQ {f['PQ']:.2f} mIoU {f['mIoU']:.2f}")
