@@ -15,7 +15,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-
 import yaml
 
 from fisa.config import load_config, resources_for
