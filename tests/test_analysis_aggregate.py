@@ -129,7 +129,6 @@ def test_reading_a_bad_metrics_csv_names_it(tmp_path):
 
 def test_unseen_ade150_classes_from_the_registry():
     """Integration with fisa.data.registry: the real COCO and ADE-150 vocabularies."""
-    pytest.importorskip("fisa.data.registry")
     unseen = vocabulary.unseen_classes("ade150")
     ade = [c[0] for c in vocabulary.dataset_classes("ade150")]
     assert set(unseen) < set(ade) and len(unseen) > 20

@@ -74,9 +74,8 @@ def test_fig7_x_from_resolved_config_and_paper_points(tmp_path):
     inp = _inputs(tmp_path, evals)
     data = F.render("fig7_training_length", inp, tmp_path / "f.pdf", tmp_path / "f.png")
     _check_files(tmp_path, "f")
-    from fisa.config import resolve_experiment
-    expect_x = {e: resolve_experiment(inp.config, e, "small")["train"]["iterations"]
-                for e in ["iters_100", "iters_1000", "iters_5000", "iters_10000", "iters_25000"]}
+    # the small preset's iteration counts of these experiments (config.yaml, presets.small)
+    expect_x = {"iters_100": 2, "iters_1000": 10, "iters_5000": 50, "iters_10000": 100, "iters_25000": 250}
     d = data.set_index("experiment")
     assert d.x.to_dict() == pytest.approx(expect_x)
     assert d.loc["iters_10000", "mean"] == 21.0 and d.loc["iters_10000", "n"] == 2
@@ -86,8 +85,8 @@ def test_fig7_x_from_resolved_config_and_paper_points(tmp_path):
 
     data = F.render("fig7_data_size", inp, tmp_path / "g.pdf", tmp_path / "g.png")
     _check_files(tmp_path, "g")
-    frac = {e: 100 * resolve_experiment(inp.config, e, "small")["train"]["data_fraction"]
-            for e in ["data_0.001", "data_0.01", "data_0.1", "data_1.0"]}
+    # the small preset's data fractions of these experiments, in percent (config.yaml, presets.small)
+    frac = {"data_0.001": 10.0, "data_0.01": 25.0, "data_0.1": 50.0, "data_1.0": 100.0}
     assert data.set_index("experiment").x.to_dict() == pytest.approx(frac)
     assert data.set_index("experiment").loc["data_1.0", "paper"] == 27.5
 

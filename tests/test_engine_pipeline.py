@@ -16,7 +16,6 @@ from PIL import Image
 from fisa.config import generator_run_config, load_config, resolve_experiment
 
 pytestmark = pytest.mark.slow
-pytest.importorskip("fisa.data.synthetic", reason="needs the data library (fisa.data.synthetic)")
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +97,7 @@ def test_run_folder_contents(fisa, baseline):
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["world_size"] == 1 and prov["iterations"] == r["train"]["iterations"] > 0
     assert prov["gpu_hours"] > 0 and prov["trainable_params"] > 0 and prov["commit"]
-    assert prov["versions"]["torch"] == torch.__version__.split("+")[0] or prov["versions"]["torch"]
+    assert prov["versions"]["torch"] == torch.__version__.split("+")[0]  # the wheel's local tag (+cpu) dropped
     rows = (out / "losses.csv").read_text().splitlines()
     assert len(rows) == 1 + r["train"]["iterations"]
     # trained state only: far smaller than the full model
@@ -284,3 +283,25 @@ def test_programs_run_from_the_run_config_alone(small, tmp_path):
     assert rec["provenance"]["images"] == 2 and rec["provenance"]["config_hash"] == config_hash(run)
     assert rec["provenance"]["checkpoint"] == run["checkpoints"]["model_final"]
     assert rec["provenance"]["code_version"] == run["code_version"]
+
+
+def test_attribution_seve_and_the_adapter_each_contribute(small, baseline, fisa):
+    """Which part learns (issue 17), on the small preset's data, seed 0 (the fixed seed set
+    is {0}: each further seed costs four more runs), ADE-150 stand-in.
+
+    SEVE: the `seve` experiment (SEVE + adapter trained, CLIP frozen, no SIMO) against the
+    frozen `baseline`. The adapter: `fisa` (2 adapter layers) against `adapter_0` (none).
+    Measured (this machine, seed 0): baseline PQ 1.58 / mIoU 3.52; seve PQ 1.31 / mIoU 6.64;
+    adapter_0 PQ 5.28 / mIoU 10.94; fisa PQ 6.43 / mIoU 15.90. So at toy scale SEVE alone
+    lifts mIoU (+3.1) but NOT PQ (-0.3: its proposals' classes improve, too few segments
+    cross the PQ matching threshold; it is not asserted); the adapter lifts both (+1.2 PQ,
+    +5.0 mIoU). The gain of FISA over the baseline is therefore not only the no-object vector."""
+    seve_r, seve_out = _train(small, "seve")
+    seve = _evaluate(small, seve_r, seve_out, "ade150")[0]["metrics"]
+    a0_r, a0_out = _train(small, "adapter_0")
+    adapter_0 = _evaluate(small, a0_r, a0_out, "ade150")[0]["metrics"]
+    b, f = baseline[2]["metrics"], fisa[2]["metrics"]
+    print(f"baseline PQ {b['PQ']:.2f} mIoU {b['mIoU']:.2f} | seve PQ {seve['PQ']:.2f} mIoU {seve['mIoU']:.2f} | "
+          f"adapter_0 PQ {adapter_0['PQ']:.2f} mIoU {adapter_0['mIoU']:.2f} | fisa PQ {f['PQ']:.2f} mIoU {f['mIoU']:.2f}")
+    assert seve["mIoU"] > b["mIoU"] + 2, "SEVE (+ adapter) did not lift mIoU over the frozen baseline"
+    assert f["mIoU"] > adapter_0["mIoU"] + 2 and f["PQ"] > adapter_0["PQ"], "the adapter did not help FISA"

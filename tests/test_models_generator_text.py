@@ -27,20 +27,40 @@ def test_tiny_generators_build_deterministically(config):
     assert torch.equal(pa, pb)
 
 
-def test_top_k_proposals_by_objectness():
-    from fisa.models.generator import normalize_for_generator
+class _KnownGenerator(torch.nn.Module):
+    """A generator with 16 queries of chosen class logits [B, 16, 3 + 1] and constant masks
+    (query q's mask logits all equal q), so which proposals are kept can be read off the masks."""
 
+    def __init__(self, class_logits: torch.Tensor):
+        super().__init__()
+        self.class_logits = class_logits
+
+    def forward(self, pixel_values):
+        from types import SimpleNamespace
+
+        b, _, h, w = pixel_values.shape
+        masks = torch.arange(16.0)[None, :, None, None].expand(b, 16, -(-h // 4), -(-w // 4))
+        return SimpleNamespace(class_queries_logits=self.class_logits, masks_queries_logits=masks)
+
+
+def test_top_k_proposals_by_objectness():
+    """The 5 queries least likely to be "no object" are kept, per image, in query order.
+    The others are confident about one class (p = 0.95) but have p(no object) = 0.047; the
+    kept ones spread their class mass over 3 classes (max p <= 1/3) with p(no object) <= 0.016:
+    ranking by a class probability instead of objectness would keep the others."""
+    logits = torch.tensor([5.0, -100.0, -100.0, 2.0]).repeat(2, 16, 1)  # p(no object) = e^2 / (e^5 + e^2)
+    for image, queries in ((0, [12, 3, 8, 15, 7]), (1, [0, 1, 2, 9, 10])):
+        for q, no_object in zip(queries, [-7.0, -6.0, -5.0, -4.0, -3.0]):
+            logits[image, q] = torch.tensor([0.0, 0.0, 0.0, no_object])
+    img = torch.rand(2, 3, 64, 64) * 255
+    top = generator_proposals(_KnownGenerator(logits), img, 5)
+    assert top.shape == (2, 5, 16, 16)
+    assert top[0, :, 0, 0].tolist() == [3, 7, 8, 12, 15]
+    assert top[1, :, 0, 0].tolist() == [0, 1, 2, 9, 10]
+    assert generator_proposals(_KnownGenerator(logits), img, 16)[0, :, 0, 0].tolist() == list(range(16))
     gen = build_generator_architecture(TINY_GEN).eval()
-    img = torch.rand(1, 3, 64, 64) * 255
-    with torch.no_grad():
-        allp = generator_proposals(gen, img, 16)
-        top = generator_proposals(gen, img, 5)
-        o = gen(pixel_values=normalize_for_generator(img))
-    # the kept proposals are the generator's own masks of its 5 most object-like queries, in query order
-    keep = (1 - o.class_queries_logits.softmax(-1)[0, :, -1]).topk(5).indices.sort().values
-    assert torch.equal(top[0], allp[0, keep])
     with pytest.raises(ValueError, match="exceeds the generator's 16 queries"):
-        generator_proposals(gen, img, 17)
+        generator_proposals(gen, img[:1], 17)
 
 
 def test_harness_generator_load_from_cache_and_missing_error(tmp_path):

@@ -48,6 +48,22 @@ def test_panoptic_inference_merges_stuff_drops_void_and_occluded():
         panoptic_inference(masks, classes, is_thing=[True, False], object_mask_threshold=0.0, overlap_threshold=0.8)
 
 
+@pytest.mark.parametrize("threshold,kept", [(0.8, False), (0.5, True), (0.3, True)])
+def test_panoptic_partly_occluded_segment_is_kept_by_the_overlap_threshold(threshold, kept):
+    """A thing of 32 pixels of which the higher-scoring thing in front hides 16: its visible
+    share is 16 / 32 = 0.5, kept when that is >= the overlap threshold."""
+    masks = torch.full((2, 8, 8), -10.0)
+    masks[0, :4, :4] = 10.0  # in front: class 0, score ~1
+    masks[1, :4, :] = 10.0  # behind: class 1, lower score, 32 pixels, 16 of them visible
+    classes = torch.stack([_logits(0), _logits(1, score=1.0)])
+    seg, info = panoptic_inference(masks, classes, is_thing=[True, True, False], overlap_threshold=threshold)
+    assert [s["category_id"] for s in info] == ([0, 1] if kept else [0])
+    assert (seg[:4, :4] == info[0]["id"]).all()
+    behind = seg[:4, 4:]
+    assert (behind == info[1]["id"]).all() if kept else (behind == 0).all()
+    assert (seg[4:] == 0).all()
+
+
 def test_panoptic_threshold_and_empty():
     masks = torch.full((1, 4, 4), 10.0)
     seg, info = panoptic_inference(masks, _logits(0, score=0.1)[None], [True, False, False],

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -225,10 +226,16 @@ def test_changing_one_experiment_reruns_only_it(tmp_path):
                                       "aggregate_table3c_adapter_layers": 1, "table3c_adapter_layers": 1,
                                       "total": 6}
     assert planned_outputs(res.stdout, "run_config") == ["results/small/configs/runs/adapter_1/seed0.yaml"]
-    # A change of where data live is not a result change: nothing reruns.
+    # A change of where data live is not a change of any job's parameters: the cache moved
+    # (files and times kept) and the config pointed at it, no job's params trigger a rerun.
+    # (Snakemake's input-set trigger does rerun the jobs whose input paths moved: not asked here.)
     cfg.write_text(cfg.read_text().replace("adapter_layers: 5", "adapter_layers: 1"))
-    cfg.write_text(cfg.read_text().replace("cache_dir: resources/small/checkpoints", "cache_dir: resources/small/checkpoints", 1))
-    res = snakemake(copy, "-n", "--cores", "2", "table3c_adapter_layers", "--config", "preset=small")
+    old_cache = "cache_dir: resources/small/checkpoints\n"
+    assert old_cache in cfg.read_text()
+    (copy / "resources/small/checkpoints").rename(copy / "resources/small/moved_checkpoints")
+    cfg.write_text(cfg.read_text().replace(old_cache, "cache_dir: resources/small/moved_checkpoints\n", 1))
+    res = snakemake(copy, "-n", "--cores", "2", "--rerun-triggers=params", "table3c_adapter_layers",
+                    "--config", "preset=small")
     assert "Nothing to be done" in res.stdout, res.stdout[-3000:]
 
 
@@ -241,7 +248,7 @@ def _readme_block(section: str) -> str:
 def test_ci_runs_exactly_the_readme_test_command():
     readme = _readme_block("Tests")
     ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines()
-          if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))]
+          if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd ", "export CI=true"))]
     assert ci == [readme]
 
 
@@ -270,3 +277,24 @@ def test_fisa_validate_config_uses_the_workflow_schema(config):
     bad["presets"]["small"]["data_source"] = "scraped"
     with pytest.raises(ConfigError, match=r"presets\.small\.data_source: 'scraped' is not one of"):
         validate_config(bad)
+
+
+@pytest.mark.parametrize("env,outcome", [({}, "fail"), ({"FISA_ALLOW_NO_SLURM": "1"}, "skip"),
+                                         ({"FISA_ALLOW_NO_SLURM": "1", "CI": "true"}, "fail")])
+def test_slurm_tests_are_skipped_only_when_explicitly_allowed_and_never_in_ci(monkeypatch, env, outcome):
+    from test_workflow_slurm import _skip_loudly
+
+    for k in ("CI", "FISA_ALLOW_NO_SLURM"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    got = None
+    with warnings.catch_warnings(record=True):
+        try:
+            _skip_loudly("no root here")
+        except pytest.fail.Exception as e:  # caught here: a wrong skip must fail this test, not skip it
+            got = ("fail", str(e))
+        except pytest.skip.Exception as e:
+            got = ("skip", str(e))
+    assert got is not None and got[0] == outcome, got
+    assert "no root here" in got[1] and "FISA_ALLOW_NO_SLURM=1" in got[1]
