@@ -141,14 +141,14 @@ def test_miou_rule_reads_the_configured_convention_only_where_recorded(tmp_path)
     m = _metrics(tmp_path, {
         **{("clip_vit_b16", s, "ade150"): {"PQ": 25.0 + s, "mIoU": 34.0, "mIoU_gt_classes": 34.0,
                                            "mIoU_gt_or_pred_classes": 30.0 + s} for s in range(3)},
-        ("baseline", 0, "refcoco"): {"mIoU": 23.9}})
+        ("baseline", 0, "refcoco"): {"mIoU": 21.0, "oIoU": 23.9}})
     old = V.Settings(0.5, 0.1, 0.95, "mIoU_gt_or_pred_classes")
     j = _judge(m, "table3e_backbones", settings=old)
     assert j[("ViT-B-16", "ADE150 mIoU")]["mean"] == pytest.approx(31.0)
     assert j[("ViT-B-16", "ADE150 mIoU")]["metric_read"] == "mIoU_gt_or_pred_classes"
     assert _judge(m, "table3e_backbones")[("ViT-B-16", "ADE150 mIoU")]["mean"] == pytest.approx(34.0)
-    ref = _judge(m, "table3f_refcoco", settings=old)[("without FISA", "RefCOCO")]
-    assert ref["metric_read"] == "mIoU" and ref["mean"] == pytest.approx(23.9)
+    ref = _judge(m, "table3f_refcoco", settings=old)[("without FISA", "RefCOCO oIoU")]
+    assert ref["metric_read"] == "oIoU" and ref["mean"] == pytest.approx(23.9)
 
 
 def test_scorecard_has_every_paper_number_and_the_headline(table3a):
@@ -235,8 +235,9 @@ def test_dry_run_of_all_tables_plans_the_scorecard(tmp_path):
                   if len(ln.split()) == 2 and ln.split()[1].isdigit())
     assert counts["scorecard"] == "1"
     assert "results/small/reproduction/scorecard.csv" in res.stdout
-    # the seed spread: 28 trainings + 10 (5 experiments x seeds 1, 2), 48 evaluations + 10 (ADE-150 only)
-    assert counts["train"] == "38" and counts["evaluate"] == "58"
+    # the seed spread: 28 trainings + 10 (5 experiments x seeds 1, 2), 48 evaluations + 10 (ADE-150 only);
+    # the fidelity sensitivity (small preset): 11 trainings + 14 evaluations (3 reuse fisa's weights)
+    assert counts["train"] == "49" and counts["evaluate"] == "72"
 
 
 @pytest.mark.parametrize("target", S.table_targets())

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from fisa.config import load_config, resolve_experiment
+from fisa.config import experiment_seeds, load_config, resolve_experiment
 from fisa.engine.inference import predict
 from fisa.engine.loop import LoopConfig, clip_gradients, lr_lambda, train_loop
 from fisa.engine.train import make_optimizer
@@ -254,11 +254,12 @@ def test_fidelity_sensitivity_plans_without_retraining_thresholds(tmp_path):
     cfg = load_config(copy / "config.yaml")
     sens = [e for e in cfg["experiments"] if e.startswith("sens_")]
     eval_only = [e for e in sens if "weights_from" in cfg["experiments"][e]]
-    assert eval_only and jobs["evaluate"] == len(sens) + 1
-    assert jobs["train"] == len(sens) + 1 - len(eval_only)
+    fisa_seeds = len(experiment_seeds(cfg, "fisa", "small"))  # the default, with its seed spread
+    assert eval_only and jobs["evaluate"] == len(sens) + fisa_seeds
+    assert jobs["train"] == len(sens) + fisa_seeds - len(eval_only)
     assert jobs["table_fidelity_sensitivity"] == 1 and jobs["fig_fidelity_sensitivity"] == 1
     for e in eval_only:
-        assert f"runs/{e}/" not in res.stdout
+        assert f"results/small/runs/{e}/" not in res.stdout  # its run config, not a run folder
     # paper preset: not in all_tables unless asked for
     res = snakemake(copy, "-n", "--cores", "1", "all_tables")
     assert res.returncode == 0, res.stdout[-3000:]
