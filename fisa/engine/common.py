@@ -91,10 +91,14 @@ def load_run_model(resolved: dict, run_dir: str | Path | None, device: torch.dev
                                     f"({resolved['train']['iterations']} iterations): pass --run-dir")
         return model, None
     path = Path(run_dir) / MODEL_FINAL
+    if (Path(run_dir) / "done.json").exists():  # done.json vouches for model_final.pt: check before use
+        from fisa.utils.markers import check_run_done
+
+        check_run_done(run_dir)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no final model; has `python -m fisa.engine.train` finished "
                                 f"for {resolved['experiment']!r} (its done.json)?")
-    state = torch.load(path, map_location=device, weights_only=False)
+    state = torch.load(path, map_location=device, weights_only=True)  # written by train: tensors and plain values
     if state.get("config_hash") not in (None, config_hash(resolved, ("variant", "model", "train"))):
         raise ValueError(f"{path}: trained with a different model/train config (hash "
                          f"{state.get('config_hash')}) than experiment {resolved['experiment']!r} now "

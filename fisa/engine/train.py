@@ -31,6 +31,7 @@ from fisa.engine.common import (MODEL_FINAL, add_common_args, build_run_model, r
 from fisa.engine.distributed import DistContext, barrier, cleanup_distributed, init_distributed
 from fisa.engine.loop import LoopConfig, Preempted, poly_lr_lambda, train_loop, trainable_state_dict
 from fisa.utils.io import atomic_torch_save, atomic_write_json
+from fisa.utils.markers import run_done_record
 
 log = logging.getLogger("fisa.train")
 
@@ -46,7 +47,7 @@ def training_dataset(resolved: dict):
 
     t = resolved["train"]
     meta = get_meta(t["dataset"])
-    dataset = build_dataset(t["dataset"], "train", resolved["data_root"])
+    dataset = build_dataset(t["dataset"], "train", resolved["data_root"], require_marker=True)
     fraction = float(t.get("data_fraction", 1.0))
     if fraction < 1.0:
         full = len(dataset)
@@ -255,9 +256,9 @@ def train(resolved: dict, output_dir: str | Path, micro_batch: int | None = None
         attempt.resumed_from = resumed_from
         attempt.end("finished", iterations=iterations,
                     trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad))
-        atomic_write_json(out / "done.json", {"experiment": resolved["experiment"], "seed": resolved["seed"],
-                                              "iterations": iterations, "config_hash": prov["config_hash"],
-                                              "finished": provenance.now()})
+        atomic_write_json(out / "done.json", run_done_record(out, {  # lists (and hashes) what it vouches for
+            "experiment": resolved["experiment"], "seed": resolved["seed"], "iterations": iterations,
+            "config_hash": prov["config_hash"], "finished": provenance.now()}))
     barrier(ctx)
     return out / "done.json"
 
@@ -280,4 +281,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from fisa.utils.errors import run_cli
+
+    run_cli(main)  # one `error: <file>: <what> — <fix>` line for a user-fixable error
