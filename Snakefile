@@ -15,6 +15,7 @@ configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/inputs.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/checkpoints.smk"
 include: "workflow/rules/train.smk"

@@ -90,6 +90,7 @@ for _target in TARGETS:
                 md=f"{RESULTS}/tables/{_target}.md",
             input:
                 metrics=f"{RESULTS}/metrics/{_target}.csv",
+                section=SECTIONS[_target],
             params:
                 target=_target,
                 preset=PRESET,
@@ -117,6 +118,7 @@ for _target in TARGETS:
                 per_class=f"{RESULTS}/per_class/{_target}.csv",
                 # Figures may read the runs themselves (loss curves, qualitative predictions).
                 runs=[f"{run_dir(e, s)}/done.json" for e in target_experiments(_target) for s in seeds_of(e)],
+                section=SECTIONS[_target],
             params:
                 target=_target,
                 preset=PRESET,
@@ -133,3 +135,9 @@ for _target in TARGETS:
                 "python -m analysis.figures --target {params.target} {params.engine}"
                 " --metrics {input.metrics:q} --per-class {input.per_class:q} --results-dir {params.results:q}"
                 " --out-pdf {output.pdf:q} --out-png {output.png:q} > {log:q} 2>&1"
+
+
+# Aggregation, tables and figures take about a second of work: they run in the main
+# Snakemake process (`localrules`), never as SLURM jobs (no queueing, start-up or status
+# polling), so re-making a figure after a layout edit takes seconds on a login node.
+workflow.localrules("aggregate", *[f"aggregate_{t}" for t in TARGETS], *TARGETS)

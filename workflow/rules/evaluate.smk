@@ -7,7 +7,8 @@ rule evaluate:
         f"{RESULTS}/eval/{{experiment}}/seed{{seed}}/{{dataset}}.json",
     input:
         run=f"{RESULTS}/runs/{{experiment}}/seed{{seed}}/done.json",
-        data=lambda wc: data_marker(wc.dataset),
+        data=lambda wc: ancient(data_marker(wc.dataset)),  # re-made data do not rerun it (markers are checked at use)
+        text=lambda wc: text_inputs(wc.experiment, wc.dataset),  # class list, prompt templates (inputs.smk)
     params:
         engine=ENGINE_ARGS,
         rundir=lambda wc: run_dir(wc.experiment, wc.seed),
