@@ -260,3 +260,17 @@ def test_results_are_as_readable_as_the_umask_allows(tmp_path, umask):
     assert want == 0o666 & ~umask
     for name in ("a.txt", "a.json", "a.pt"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == want, name
+
+
+def test_entry_point_own_error_class_is_one_line(tmp_path):
+    """An error class of the module run as __main__ (analysis.aggregate's ResultFileError)."""
+    bad = tmp_path / "results/small/eval/fisa/seed0/ade150.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"experiment": "fisa", "metr')
+    res = subprocess.run([sys.executable, "-m", "analysis.aggregate", "--preset", "small", "--eval-jsons", str(bad),
+                          "--metrics-out", str(tmp_path / "m.csv"), "--per-class-out", str(tmp_path / "p.csv")],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert res.returncode == 1
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {bad}: not valid JSON") and f"snakemake -f {bad}" in last, last
+    assert not (tmp_path / "m.csv").exists()

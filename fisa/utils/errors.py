@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import sys
 import traceback
 import zipfile
@@ -39,7 +40,8 @@ class FisaError(Exception):
 
 
 def _project_error(exc: BaseException) -> bool:
-    return any(c.__module__.split(".")[0] in ("fisa", "analysis") for c in type(exc).__mro__[:-2])
+    # "__main__": an error class of the entry point being run (`python -m analysis.aggregate`)
+    return any(c.__module__.split(".")[0] in ("fisa", "analysis", "__main__") for c in type(exc).__mro__[:-2])
 
 
 def _loader_error(exc: BaseException) -> bool:
@@ -88,6 +90,8 @@ def fix_for(path: str) -> str:
     if p.suffix in (".pt", ".pth", ".safetensors", ".bin", ".pkl") or "checkpoints" in parts:
         return ("a cached checkpoint is damaged; delete it (and its `<cache_dir>/.done/` marker) and rerun the "
                 "workflow, which fetches or re-makes it")
+    if p.suffix in (".yaml", ".yml") and "runs" not in parts:
+        return "correct the value named above (the keys and types are in workflow/schemas/config.schema.yaml)"
     if "eval" in parts or "efficiency" in parts or "metrics" in parts:
         return f"delete it and rerun your target; Snakemake re-creates it (`snakemake -f {p}`)"
     return "check or re-create this file, then rerun (add --debug for the traceback)"
@@ -97,14 +101,17 @@ def describe(exc: BaseException) -> str | None:
     """`<file>: <what> — <fix>` for an error a user can fix; None for anything else (a bug)."""
     if isinstance(exc, FisaError):
         return str(exc)
-    what = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    # one line: a multi-line message (a config error listing several keys) is joined
+    text = re.sub(r":\s*\n\s*", ": ", str(exc).strip())
+    what = "; ".join(l.strip() for l in text.splitlines() if l.strip()) or type(exc).__name__
     if isinstance(exc, OSError) and getattr(exc, "filename", None):
         reason = exc.strerror or what
         return f"{exc.filename}: {reason} — {fix_for(str(exc.filename))}"
     if _project_error(exc):
         if " — " in what:  # already `<file>: <what> — <fix>`
             return what
-        path = _file_in_frames(exc)
+        head = what.split(": ", 1)[0]
+        path = head if os.path.isfile(head) else _file_in_frames(exc)
         if path is None:
             return f"{what} — rerun with --debug for the traceback"
         if what.startswith(path):
