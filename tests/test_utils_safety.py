@@ -274,3 +274,16 @@ def test_entry_point_own_error_class_is_one_line(tmp_path):
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {bad}: not valid JSON") and f"snakemake -f {bad}" in last, last
     assert not (tmp_path / "m.csv").exists()
+
+
+def test_truncated_generator_safetensors_is_named(tmp_path, capsys):
+    """The generator loader (transformers' from_pretrained) on a truncated model.safetensors."""
+    from fisa.models.generator import build_generator_architecture, generator_dir, load_generator
+
+    entry = {"source": "harness", "config": "fisa-tiny-m2f-swin"}
+    out = generator_dir(tmp_path, "swin_b")
+    build_generator_architecture(entry).save_pretrained(str(out))
+    weights = out / "model.safetensors"
+    _truncate(weights, 0.3)
+    line = _one_line(capsys, lambda a: load_generator("swin_b", entry, str(tmp_path)))
+    assert line.startswith(f"error: {weights}: ") and "checkpoint" in line.split(" — ", 1)[1], line
