@@ -64,15 +64,14 @@ def _file_in_frames(exc: BaseException) -> str | None:
         local = frame.f_locals
         extra = tuple(k for k in local if k not in _PATH_LOCALS and k.endswith(("path", "file")))
         for key in _PATH_LOCALS + extra:
-            value = local.get(key)
-            if hasattr(value, "name") and isinstance(getattr(value, "name", None), str) and not isinstance(value, type):
-                value = value.name
-            if isinstance(value, (str, os.PathLike)) and len(str(value)) < 4096:
-                try:
-                    if os.path.isfile(value):
-                        return str(value)
-                except (OSError, ValueError, TypeError):
-                    continue
+            try:
+                value = local.get(key)
+                if not isinstance(value, (str, os.PathLike, type)) and isinstance(getattr(value, "name", None), str):
+                    value = value.name  # an open file object
+                if isinstance(value, (str, os.PathLike)) and len(str(value)) < 4096 and os.path.isfile(value):
+                    return str(value)
+            except Exception:  # noqa: BLE001 - a local that cannot be inspected is simply not the file
+                continue
     return None
 
 
