@@ -472,7 +472,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:  # a clear one-line error, no traceback
-        raise SystemExit(f"analysis.tables: error: {err}")
+    from fisa.utils.errors import run_cli
+
+    run_cli(main)  # one `error: <file>: <what> — <fix>` line for a user-fixable error

@@ -28,10 +28,15 @@ def workflow_copy(dest: Path, fakes: bool = False) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "config.yaml"):
         shutil.copy(REPO / name, dest / name)
-    for name in ("workflow", "slurm", "envs"):
+    for name in ("workflow", "slurm", "envs", "profiles"):
         shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     (dest / "analysis").mkdir(exist_ok=True)
-    shutil.copy(REPO / "analysis" / "targets.yaml", dest / "analysis" / "targets.yaml")
+    for name in ("targets.yaml", "layouts.yaml", "paper_numbers.csv"):  # what each target's rule reads
+        shutil.copy(REPO / "analysis" / name, dest / "analysis" / name)
+    # Class lists and prompt templates are inputs of training and evaluation (inputs.smk).
+    shutil.copytree(REPO / "fisa/data/classes", dest / "fisa/data/classes", ignore=shutil.ignore_patterns("*.py", "__pycache__", "sources"))
+    (dest / "fisa/models").mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "fisa/models/prompt_templates.json", dest / "fisa/models/prompt_templates.json")
     if fakes:
         shutil.copytree(FAKES, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
         # The real config module (the Snakefile imports it), under the stand-in package.

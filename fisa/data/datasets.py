@@ -33,6 +33,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Subset
 
 from .registry import DatasetError, DatasetMeta, get_meta, marker_path
+from fisa.utils import safe_pickle
 
 __all__ = ["build_dataset", "subset", "subset_indices", "read_image", "read_label_map", "rgb2id",
            "PanopticDataset", "SemanticDataset", "ReferringDataset"]
@@ -229,10 +230,11 @@ def load_refs(path: Path) -> list[dict]:
     """The refer toolkit's `refs(unc).p` (a Python 2 pickle; strings decoded as latin-1 when not ASCII)."""
     for kwargs in ({}, {"encoding": "latin1"}):
         try:
-            with open(path, "rb") as fh:
-                return pickle.load(fh, **kwargs)
+            return safe_pickle.load(path, **kwargs)  # downloaded: data types only, never code
         except UnicodeDecodeError:
             continue
+        except safe_pickle.UnsafePickleError as e:
+            raise DatasetError(str(e)) from None
         except (pickle.UnpicklingError, EOFError, ValueError, AttributeError) as e:
             raise DatasetError(f"{path}: not a readable refs pickle: {e}") from None
     raise DatasetError(f"{path}: cannot decode the refs pickle")
@@ -305,13 +307,17 @@ def build_dataset(name: str, split: str, root: str | Path, transform=None, *,
 
     `with_sem_seg` (panoptic datasets): also load the semantic map; default on the evaluation
     split only. `require_marker`: refuse a dataset whose `<root>/.fisa/<name>.prepare.done`
-    is missing (a half-prepared tree).
+    is missing (a half-prepared tree) or no longer matches the tree (`fisa.utils.markers`).
     """
     meta = get_meta(name)
     meta.split(split)  # unknown split -> DatasetError listing the known ones
     if require_marker and not marker_path(root, name).exists():
         raise DatasetError(f"{name} is not prepared under {root}: {marker_path(root, name)} is missing "
                            f"(create it with {meta.prepare_hint})")
+    if require_marker:  # the marker must still describe the tree (a deleted folder is caught here)
+        from fisa.utils.markers import check_data_marker
+
+        check_data_marker(name, root)
     if "referring" in meta.tasks:
         return ReferringDataset(meta, split, root, transform)
     if "panoptic" in meta.tasks:

@@ -407,6 +407,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
+    from fisa.utils.errors import run_cli
 
-    sys.exit(main())
+    run_cli(main)  # one `error: <file>: <what> — <fix>` line for a user-fixable error

@@ -30,6 +30,8 @@ from PIL import Image
 
 from fisa.utils.io import atomic_path, atomic_write_json
 
+from fisa.utils.markers import data_fingerprint
+
 from .registry import DatasetMeta, declare_expected_sizes, get_meta, list_datasets, marker_path
 from .synthetic_scenes import SceneClass, appearance, name_hash, render_scene
 
@@ -350,7 +352,8 @@ def generate(root: str | Path, seed: int = 0, sizes: Optional[dict] = None) -> d
                                "fisa.data.synthetic")
         atomic_write_json(marker_path(root, name), {
             "dataset": name, "stage": "prepare", "source": "synthetic", "generator": "fisa.data.synthetic",
-            "seed": seed, "counts": counts[name], "classes_shown": shown})
+            "seed": seed, "counts": counts[name], "classes_shown": shown,
+            "fingerprint": data_fingerprint(name, root)})  # what the marker vouches for (fisa.utils.markers)
     return counts
 
 
@@ -383,4 +386,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fisa.utils.errors import run_cli
+
+    run_cli(main)  # one `error: <file>: <what> — <fix>` line for a user-fixable error

@@ -103,7 +103,8 @@ class CheckpointManager:
             reason = self.verify(path)
             if reason is None:
                 try:
-                    state = torch.load(path, map_location=map_location, weights_only=False)
+                    # the harness wrote it: tensors, numbers, strings only
+                    state = torch.load(path, map_location=map_location, weights_only=True)
                 except Exception as e:  # a torch.load failure means a damaged file, whatever its type
                     reason = f"torch.load failed: {type(e).__name__}: {e}"
                 else:

@@ -42,10 +42,14 @@ def add_run_config_arg(ap: argparse.ArgumentParser) -> None:
 
 def deterministic_error_code(error: BaseException) -> int | None:
     """EXIT_CONFIG_ERROR / EXIT_DATA_ERROR for errors a retry cannot fix, else None (retry)."""
+    from fisa.utils.errors import describe
+
     if isinstance(error, ConfigError):
         return EXIT_CONFIG_ERROR
-    # fisa.data's DatasetError is a ValueError; a missing input is a FileNotFoundError
-    if isinstance(error, (FileNotFoundError, ValueError, KeyError)):
+    # fisa.data's DatasetError is a ValueError; a missing input is a FileNotFoundError; a
+    # project error or a corrupt file (torch/safetensors/PIL/JSON/pickle) is what `describe`
+    # turns into one line (fisa.utils.errors)
+    if isinstance(error, (FileNotFoundError, ValueError, KeyError)) or describe(error) is not None:
         return EXIT_DATA_ERROR
     return None
 
@@ -61,8 +65,10 @@ def run_main(body: Callable[[], Any]) -> None:
         code = deterministic_error_code(e)
         if code is None:
             raise
+        from fisa.utils.errors import describe
+
         log.exception("deterministic error (exit %d, not retried)", code)
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {describe(e) or e}", file=sys.stderr)  # `<file>: <what> — <fix>` where it names one
         sys.exit(code)
 
 
@@ -101,10 +107,14 @@ def load_run_model(resolved: dict, run_dir: str | Path | None, device: torch.dev
                                     f"({resolved['train']['iterations']} iterations): pass its run folder")
         return model, None
     path = Path(run_dir) / MODEL_FINAL
+    if (Path(run_dir) / "done.json").exists():  # done.json vouches for model_final.pt: check before use
+        from fisa.utils.markers import check_run_done
+
+        check_run_done(run_dir)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no final model; has `python -m fisa.engine.train` finished "
                                 f"for {resolved['experiment']!r} (its done.json)?")
-    state = torch.load(path, map_location=device, weights_only=False)
+    state = torch.load(path, map_location=device, weights_only=True)  # written by train: tensors and plain values
     if state.get("config_hash") not in (None, config_hash(resolved, ("variant", "model", "train"))):
         raise ValueError(f"{path}: trained with a different model/train config (hash "
                          f"{state.get('config_hash')}) than experiment {resolved['experiment']!r} now "

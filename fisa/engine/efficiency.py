@@ -78,7 +78,7 @@ def efficiency(resolved: dict, run_dir: str | Path | None, output: str | Path, d
     model, ckpt = load_run_model(resolved, run_dir, device)
     model.eval()
     meta = get_meta(dataset_name)
-    dataset = build_dataset(dataset_name, meta.eval_split, resolved["data_root"])
+    dataset = build_dataset(dataset_name, meta.eval_split, resolved["data_root"], require_marker=True)
     eff = resolved["efficiency"]
     count = min(int(eff["images"]), len(dataset))
     images = [dataset[i]["image"] for i in range(count)]
@@ -135,4 +135,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from fisa.utils.errors import run_cli
+
+    run_cli(main)  # one `error: <file>: <what> — <fix>` line for a user-fixable error

@@ -98,7 +98,7 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
     min_size, max_size = int(ev["min_size"]), int(ev["max_size"])
     model, ckpt = load_run_model(resolved, run_dir, device)
     model.eval()
-    dataset = build_dataset(dataset_name, meta.eval_split, resolved["data_root"])
+    dataset = build_dataset(dataset_name, meta.eval_split, resolved["data_root"], require_marker=True)
     # A truncated prepared split is an error naming both counts, unless eval.allow_subset.
     split_size = check_split_size(dataset_name, meta.eval_split, len(dataset), resolved["data_root"],
                                   bool(ev["allow_subset"]))
@@ -264,4 +264,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from fisa.utils.errors import run_cli
+
+    run_cli(main)  # one `error: <file>: <what> — <fix>` line for a user-fixable error

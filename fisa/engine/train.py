@@ -37,6 +37,7 @@ from fisa.engine.common import (MODEL_FINAL, RUN_CONFIG, add_run_config_arg, bui
 from fisa.engine.distributed import DistContext, barrier, cleanup_distributed, init_distributed
 from fisa.engine.loop import LoopConfig, Preempted, lr_lambda, train_loop, trainable_state_dict
 from fisa.utils.io import atomic_torch_save, atomic_write_json
+from fisa.utils.markers import run_done_record
 
 log = logging.getLogger("fisa.train")
 
@@ -52,7 +53,7 @@ def training_dataset(resolved: dict):
 
     t = resolved["train"]
     meta = get_meta(t["dataset"])
-    dataset = build_dataset(t["dataset"], "train", resolved["data_root"])
+    dataset = build_dataset(t["dataset"], "train", resolved["data_root"], require_marker=True)
     fraction = float(t["data_fraction"])
     if fraction < 1.0:
         full = len(dataset)
@@ -325,9 +326,9 @@ def _finished(out: Path, train_hash: str) -> bool:
 
 
 def _write_done(out: Path, resolved: dict, iterations: int, full_hash: str) -> None:
-    atomic_write_json(out / "done.json", {"experiment": resolved["experiment"], "seed": resolved["seed"],
-                                          "iterations": iterations, "config_hash": full_hash,
-                                          "finished": provenance.now()})
+    atomic_write_json(out / "done.json", run_done_record(out, {  # lists (and hashes) what it vouches for
+        "experiment": resolved["experiment"], "seed": resolved["seed"], "iterations": iterations,
+        "config_hash": full_hash, "finished": provenance.now()}))
 
 
 def main(argv=None) -> None:
@@ -349,4 +350,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from fisa.utils.errors import run_cli
+
+    run_cli(main)  # one `error: <file>: <what> — <fix>` line for a user-fixable error

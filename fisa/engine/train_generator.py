@@ -122,4 +122,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from fisa.utils.errors import run_cli
+
+    run_cli(main)  # one `error: <file>: <what> — <fix>` line for a user-fixable error

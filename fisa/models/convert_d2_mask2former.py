@@ -14,12 +14,13 @@ written with `save_pretrained`, so `load_generator` reads it like a harness gene
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from fisa.utils import safe_pickle
 
 IGNORED = ("pixel_mean", "pixel_std")
 HF_BACKBONE = "model.pixel_level_module.encoder"
@@ -156,8 +157,7 @@ def load_d2_checkpoint(path: str | Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"--pkl {path}: no such file")
     if path.suffix == ".pkl":
-        with open(path, "rb") as fh:
-            data = pickle.load(fh, encoding="latin1")
+        data = safe_pickle.load(path, encoding="latin1")  # downloaded: data types only, never code
     else:
         data = torch.load(path, map_location="cpu", weights_only=True)
     model = data.get("model", data) if isinstance(data, dict) else None
@@ -203,4 +203,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from fisa.utils.errors import run_cli
+
+    run_cli(main)  # one `error: <file>: <what> — <fix>` line for a user-fixable error

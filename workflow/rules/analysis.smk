@@ -90,6 +90,7 @@ for _target in TARGETS:
                 md=f"{RESULTS}/tables/{_target}.md",
             input:
                 metrics=f"{RESULTS}/metrics/{_target}.csv",
+                section=SECTIONS[_target],
             params:
                 target=_target,
                 preset=PRESET,
@@ -119,6 +120,7 @@ for _target in TARGETS:
                 # Figures may read the runs themselves (loss curves, qualitative predictions).
                 runs=[f"{trained_run(e, s)}/done.json" for e in target_experiments(_target) for s in seeds_of(e)],
                 config=ancient(EFFECTIVE_CONFIG),   # --config of ENGINE_ARGS (written by rule effective_config)
+                section=SECTIONS[_target],
             params:
                 target=_target,
                 preset=PRESET,
@@ -154,6 +156,9 @@ rule scorecard:
                     caption=str(REPO / "workflow/report/scorecard.rst"), labels=_scorecard_labels),
     input:
         metrics=f"{RESULTS}/metrics.csv",
+        # what shapes the verdicts besides the metrics: every layout and paper number
+        layouts=str(REPO / "analysis/layouts.yaml"),
+        paper_numbers=str(REPO / "analysis/paper_numbers.csv"),
     params:
         engine=ENGINE_ARGS,
         preset=PRESET,
@@ -177,7 +182,8 @@ rule training_curves:
                    caption=str(REPO / "workflow/report/training_curves.rst")),
         runs=directory(f"{RESULTS}/curves/{{table}}"),
     input:
-        lambda wc: [f"{run_dir(e, s)}/done.json" for e in target_experiments(wc.table) for s in seeds_of(e)],
+        # the runs that trained (an evaluation-only experiment, `weights_from`, has no curve of its own)
+        lambda wc: sorted({f"{trained_run(e, s)}/done.json" for e in target_experiments(wc.table) for s in seeds_of(e)}),
     wildcard_constraints:
         table="|".join(TABLES),
     params:
@@ -194,3 +200,7 @@ rule training_curves:
     shell:
         "python -m analysis.curves --target {wildcards.table} {params.engine} --results-dir {params.results:q}"
         " --out-pdf {output.pdf:q} --out-png {output.png:q} --runs-dir {output.runs:q} > {log:q} 2>&1"
+# Aggregation, tables and figures take about a second of work: they run in the main
+# Snakemake process (`localrules`), never as SLURM jobs (no queueing, start-up or status
+# polling), so re-making a figure after a layout edit takes seconds on a login node.
+workflow.localrules("aggregate", *[f"aggregate_{t}" for t in TARGETS], *TARGETS, "scorecard", "training_curves")

@@ -32,7 +32,8 @@ def _train_generator_inputs(wildcards):
     if entry is None or entry["source"] != "harness":
         raise WorkflowError(f"train_generator: generator {wildcards.generator!r} is not `source: harness` "
                             f"in presets.{PRESET}.generators")
-    inputs = [data_marker("coco"), generator_config_path(wildcards.generator)]
+    # re-made data do not retrain (fisa.utils.markers checks them at use)
+    inputs = [ancient(data_marker("coco")), generator_config_path(wildcards.generator)]
     base = entry.get("base")
     if base:
         if base not in PRESET_CFG["generators"]:

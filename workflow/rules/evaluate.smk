@@ -7,8 +7,9 @@ rule evaluate:
         f"{RESULTS}/eval/{{experiment}}/seed{{seed}}/{{dataset}}.json",
     input:
         run=lambda wc: f"{trained_run(wc.experiment, wc.seed)}/done.json",
-        data=lambda wc: data_marker(wc.dataset),
+        data=lambda wc: ancient(data_marker(wc.dataset)),  # re-made data do not rerun it (markers are checked at use)
         run_config=lambda wc: run_config_path(wc.experiment, wc.seed),
+        text=lambda wc: text_inputs(wc.experiment, wc.dataset),  # class list, prompt templates (inputs.smk)
     params:
         config_hash=_experiment_hash(EVAL_SECTIONS),
     log:

@@ -9,10 +9,11 @@
 def _train_inputs(wildcards):
     r = resolved(wildcards.experiment, wildcards.seed)
     return {
-        "data": data_marker(r["train"]["dataset"]),
+        "data": ancient(data_marker(r["train"]["dataset"])),  # re-made data do not retrain (checked at use)
         "backbone": backbone_marker(r["model"]["backbone"]),
         "generator": generator_marker(r["model"]["generator"]),
         "run_config": run_config_path(wildcards.experiment, wildcards.seed),
+        "text": text_inputs(wildcards.experiment, r["train"]["dataset"]),  # class list, templates (inputs.smk)
     }
 
 

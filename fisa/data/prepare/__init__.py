@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from fisa.utils.io import atomic_write_json
+from fisa.utils.markers import data_fingerprint
 
 from . import ade150, ade847, coco, mapillary, pascal_context, refcoco
 from .common import PrepareError
@@ -130,6 +131,7 @@ def prepare_dataset(name: str, root: str | Path, *, check_only: bool = False, wo
               "summary": summary, "registry_layout": registry_check,
               "split_sizes": sizes, "allow_subset": allow_subset, "subset": any(s["subset"] for s in sizes),
               "inputs": _input_records(root, name),
+              "fingerprint": data_fingerprint(name, root),  # what the marker vouches for (fisa.utils.markers)
               "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     atomic_write_json(marker, record)
     return record

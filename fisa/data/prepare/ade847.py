@@ -30,6 +30,7 @@ from PIL import Image
 
 from .common import PrepareError, check_pairs, first_existing, read_image, require, save_tif16, parallel_map
 from fisa.utils.io import atomic_path
+from fisa.utils import safe_pickle
 
 CANDIDATES = ("ADE20K_2021_17_01", "ade/ADE20K_2021_17_01")
 TABLE_FILE = "prepare_ade20k_full_sem_seg.py"
@@ -150,9 +151,10 @@ def prepare(root: Path, workers: int | None = None, all_splits: bool = False) ->
     base = locate(root)
     index_file = require(base / "index_ade20k.pkl", "ADE20K full index")
     try:
-        with open(index_file, "rb") as fh:
-            index = pickle.load(fh)
+        index = safe_pickle.load(index_file)  # downloaded: data types only, never code
         items = list(zip(index["folder"], index["filename"]))
+    except safe_pickle.UnsafePickleError as e:
+        raise PrepareError(str(e)) from None
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError) as e:
         raise PrepareError(f"{index_file}: not a readable ADE20K index (need 'folder' and 'filename'): {e}") from None
     wanted = [it for it in items if ("validation" if it[1].split("_")[1] == "val" else "training") in splits]

@@ -12,6 +12,8 @@ import pickle
 from collections import Counter
 from pathlib import Path
 
+from fisa.utils import safe_pickle
+
 from .common import PrepareError, load_json, require
 
 FOLDERS = {"refcoco": "refcoco", "refcocoplus": "refcoco+"}
@@ -23,11 +25,12 @@ def load_refs(path: Path) -> list[dict]:
     require(path, "referring expressions pickle")
     for kwargs in ({}, {"encoding": "latin1"}):
         try:
-            with open(path, "rb") as fh:
-                refs = pickle.load(fh, **kwargs)
+            refs = safe_pickle.load(path, **kwargs)  # downloaded: data types only, never code
             break
         except UnicodeDecodeError:
             continue
+        except safe_pickle.UnsafePickleError as e:
+            raise PrepareError(str(e)) from None
         except (pickle.UnpicklingError, EOFError, ValueError) as e:
             raise PrepareError(f"{path}: not a readable refs pickle: {e}") from None
     if not isinstance(refs, list) or not refs or not isinstance(refs[0], dict):

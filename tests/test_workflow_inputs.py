@@ -1,0 +1,98 @@
+"""Every input that shapes an output is an input of its rule (layouts, targets, paper numbers,
+class lists, prompt templates), so an edit reruns exactly what it shapes; aggregation,
+tables and figures are local rules; re-made data do not rerun what read them.
+
+Real runs use the stand-in entry points of tests/workflow_fakes in a temporary copy."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_workflow import job_counts, snakemake, workflow_copy  # noqa: E402
+
+TARGETS = ("table3c_adapter_layers", "fig2a_oracle")
+
+
+def _plan(copy, *extra):
+    res = snakemake(copy, "-n", "--cores", "1", *TARGETS, *extra, "--config", "preset=small")
+    assert res.returncode == 0, res.stdout[-3000:]
+    if "Nothing to be done" in res.stdout:
+        return {}
+    counts = job_counts(res.stdout)
+    counts.pop("total")
+    return counts
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    copy = workflow_copy(tmp_path_factory.mktemp("inputs"), fakes=True)
+    res = snakemake(copy, "--cores", "2", *TARGETS, "--config", "preset=small")
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert _plan(copy) == {}
+    return copy
+
+
+def _replace(path: Path, old: str, new: str):
+    text = path.read_text()
+    assert text.count(old) >= 1, old
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.mark.slow  # one real run with stand-ins and six dry-runs (about 1 min on 2 idle cores)
+def test_each_edit_reruns_exactly_what_it_shapes(built):
+    copy = built
+    layouts, paper = copy / "analysis/layouts.yaml", copy / "analysis/paper_numbers.csv"
+    # A table's layout entry: only that table (not its aggregation, not the figure).
+    _replace(layouts, 'title: "Distribution Adapter', 'title: "Edited Distribution Adapter')
+    assert _plan(copy) == {"table3c_adapter_layers": 1}
+    # Another table's layout, one not asked for: nothing more.
+    _replace(layouts, 'title: "Open-vocabulary panoptic', 'title: "Edited open-vocabulary panoptic')
+    assert _plan(copy) == {"table3c_adapter_layers": 1}
+    # A figure's layout entry: that figure too.
+    _replace(layouts, 'oracle_generator: "oracle generator"', 'oracle_generator: "oracle mask generator"')
+    assert _plan(copy) == {"table3c_adapter_layers": 1, "fig2a_oracle": 1}
+    # A paper number of another table (Table 1): nothing more; the figure's own (fig2a) is already planned.
+    lines = paper.read_text().splitlines()
+    i = next(k for k, l in enumerate(lines) if l.startswith("table1,"))
+    lines[i] = lines[i].rsplit(",", 1)[0] + ",99.9"
+    paper.write_text("\n".join(lines) + "\n")
+    assert _plan(copy) == {"table3c_adapter_layers": 1, "fig2a_oracle": 1}
+    # The class list of a dataset these targets do not evaluate on: nothing more.
+    classes = copy / "fisa/data/classes/pc59.json"
+    classes.write_text(classes.read_text() + " ")
+    assert _plan(copy) == {"table3c_adapter_layers": 1, "fig2a_oracle": 1}
+    # ADE-150's class list: every evaluation on ADE-150 and what reads them; no training.
+    classes = copy / "fisa/data/classes/ade150.json"
+    data = json.loads(classes.read_text())
+    data["classes"][0]["names"] = data["classes"][0]["names"] + ["edited synonym"]
+    classes.write_text(json.dumps(data))
+    plan = _plan(copy)
+    assert "train" not in plan and plan["evaluate"] == 7, plan
+    assert plan["aggregate_table3c_adapter_layers"] == plan["aggregate_fig2a_oracle"] == 1
+
+
+@pytest.mark.slow
+def test_re_made_data_do_not_rerun_what_read_them(built):
+    res = snakemake(built, "-n", "--cores", "1", "table3c_adapter_layers", "--forcerun", "synthetic_data",
+                    "--config", "preset=small")
+    assert res.returncode == 0, res.stdout[-3000:]
+    counts = job_counts(res.stdout)
+    assert counts["synthetic_data"] == 1 and "train" not in counts and "evaluate" not in counts, counts
+
+
+def test_aggregation_tables_and_figures_are_local_rules(tmp_path):
+    """With --profile slurm they run in the main Snakemake process, not as SLURM jobs."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+    copy = workflow_copy(tmp_path)
+    with SnakemakeApi(OutputSettings()) as api:
+        wf = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=copy / "Snakefile", workdir=copy,
+                          config_settings=ConfigSettings(config={"preset": "small"}))._workflow
+        local = set(wf._localrules)
+        names = {r.name for r in wf.rules}
+    analysis = {n for n in names if n.startswith(("aggregate", "table", "fig", "qualitative"))}
+    assert len(analysis) > 20 and analysis <= local
+    assert not local & {"train", "evaluate", "efficiency", "train_generator", "fetch_checkpoint", "synthetic_data"}
