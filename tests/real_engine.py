@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def prepare_tiny_inputs(root: Path) -> dict:
-    from fisa.config import load_config
+    from fisa.config import generator_run_config, load_config
     from fisa.data.synthetic import generate
     from fisa.engine.pretrain_clip import pretrain_clip
     from fisa.engine.train_generator import train_generator
@@ -23,7 +23,7 @@ def prepare_tiny_inputs(root: Path) -> dict:
     config = load_config(overrides={"presets": {"small": {
         "data_root": str(data), "cache_dir": str(cache),
         "generators": {"swin_b": {"train": {"iterations": 2}}}}}})
-    train_generator(config, "small", "swin_b", cache / "generators" / "swin_b")
+    train_generator(generator_run_config(config, "swin_b", "small"), cache / "generators" / "swin_b")
     backbone = dict(config["presets"]["small"]["backbones"]["vit_l14_336"])
     backbone["pretrain"] = {**backbone["pretrain"], "iterations": 2}
     pretrain_clip(backbone, harness_clip_path(cache, "vit_l14_336"))
@@ -37,12 +37,15 @@ def train_overrides(inputs: dict, iterations: int, **train) -> dict:
 
 
 def train_command(inputs: dict, out: Path, iterations: int, *extra: str, **train) -> list[str]:
-    """`python -m fisa.engine.train` of experiment fisa (seed 0) with the same overrides."""
-    sets = [f"presets.small.data_root={inputs['data']}", f"presets.small.cache_dir={inputs['cache']}",
-            f"presets.small.schedules.ablation={iterations}"]
-    sets += [f"presets.small.defaults.train.{k}={v}" for k, v in train.items()]
-    return [sys.executable, "-m", "fisa.engine.train", "--preset", "small", "--experiment", "fisa", "--seed", "0",
-            *[a for s in sets for a in ("--set", s)], "--output-dir", str(out), *extra]
+    """`python -m fisa.engine.train --run-config F` of experiment fisa (seed 0) with the same
+    overrides; the run config (written beside `out`) names `out` as its run folder."""
+    from fisa.config import load_config, run_config, write_run_config
+
+    run = run_config(load_config(overrides=train_overrides(inputs, iterations, **train)), "fisa", "small", 0,
+                     run_dir=str(out))
+    path = Path(out).parent / f"{Path(out).name}.run_config.yaml"
+    write_run_config(path, run)
+    return [sys.executable, "-m", "fisa.engine.train", "--run-config", str(path), *extra]
 
 
 def engine_env(**extra: str) -> dict:

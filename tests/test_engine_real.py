@@ -89,11 +89,15 @@ def _free_port() -> int:
 def test_two_process_gloo_ddp_of_fisa_equals_one_process(inputs, tmp_path):
     """2 ranks x micro-batch 2 == 1 process x micro-batch 2 x 2 accumulation steps (global
     batch 4): the same computation up to the order of float additions."""
-    r = _resolved(inputs, num_workers=0, checkpoint_every=1000)
+    # the dense criterion: the point criterion draws its points from each process's own RNG, so
+    # 2 ranks and 1 process x 2 micro-batches sample different points (as Mask2Former's DDP does)
+    dense = {"type": "dense"}
+    r = _resolved(inputs, num_workers=0, checkpoint_every=1000, criterion=dense)
     train(r, tmp_path / "one", micro_batch=2, progress_bar=False)
     one = _final(tmp_path / "one")
     port = str(_free_port())
-    procs = [subprocess.Popen(train_command(inputs, tmp_path / "ddp", ITERATIONS, num_workers=0, checkpoint_every=1000),
+    procs = [subprocess.Popen(train_command(inputs, tmp_path / "ddp", ITERATIONS, num_workers=0, checkpoint_every=1000,
+                                            criterion=dense),
                               env=engine_env(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
                                              MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in range(2)]

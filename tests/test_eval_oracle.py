@@ -177,7 +177,15 @@ def test_referring_oracle_scores_100_and_a_wrong_mask_costs_its_share(tmp_path, 
                    wrong_refs={_key(wrong["image"], wrong["expressions"])})
     n_all = sum(len(it["expressions"]) for it in items)
     n_wrong = len(wrong["expressions"])
-    inter = sum(int(it["mask"].sum()) * len(it["expressions"]) for it in items[1:])
-    union = inter + n_wrong * wrong["mask"].numel()
+    # the LAVT protocol compares masks on a size x size grid (nearest resize, PIL), so the
+    # shares are counted there; the complement's union with its mask is the whole grid
+    size = load_config()["presets"]["small"]["defaults"]["eval"]["referring_size"]
+
+    def pixels(mask):
+        grid = Image.fromarray(mask.numpy().astype(np.uint8) * 255).resize((size, size), Image.NEAREST)
+        return int((np.asarray(grid) > 0).sum())
+
+    inter = sum(pixels(it["mask"]) * len(it["expressions"]) for it in items[1:])
+    union = inter + n_wrong * size * size
     assert rec["metrics"]["mIoU"] == pytest.approx(100 * (n_all - n_wrong) / n_all, abs=1e-9)
     assert rec["metrics"]["oIoU"] == pytest.approx(100 * inter / union, abs=1e-9)

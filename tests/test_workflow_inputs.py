@@ -69,7 +69,8 @@ def test_each_edit_reruns_exactly_what_it_shapes(built):
     data["classes"][0]["names"] = data["classes"][0]["names"] + ["edited synonym"]
     classes.write_text(json.dumps(data))
     plan = _plan(copy)
-    assert "train" not in plan and plan["evaluate"] == 7, plan
+    # Table 3c: adapter_0/1/3 + fisa x 3 seeds; Fig. 2a: baseline x 3 seeds + 2 oracles (the seed spread)
+    assert "train" not in plan and plan["evaluate"] == 11, plan
     assert plan["aggregate_table3c_adapter_layers"] == plan["aggregate_fig2a_oracle"] == 1
 
 
