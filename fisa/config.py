@@ -50,12 +50,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, A
                 validate: bool = True) -> dict:
     """Read `config.yaml` (or `path`), apply `overrides` (deep-merged), validate against the schema."""
     path = Path(path) if path else DEFAULT_CONFIG
-    try:
-        config = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    config = _read_yaml(path, f"config file not found: {path}")
     if overrides:
         config = deep_merge(config, overrides)
     if validate:
@@ -268,16 +263,21 @@ def generator_run_config(config: Mapping[str, Any], generator: str, preset: str 
     return out
 
 
+def _read_yaml(path: Path, missing: str) -> Any:
+    """`path` parsed as YAML; a missing file or invalid YAML is a ConfigError (`missing`: its message)."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(missing) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+
+
 def load_run_config(path: str | os.PathLike) -> dict:
     """Read a run config file written by the workflow (`run_config` / `generator_run_config`);
     an experiment's is validated against the schema (`$defs/run_config`)."""
     path = Path(path)
-    try:
-        run = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: run config not found (the workflow's rule `run_config` writes it)") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    run = _read_yaml(path, f"{path}: run config not found (the workflow's rule `run_config` writes it)")
     if not isinstance(run, dict):
         raise ConfigError(f"{path}: a run config is a mapping, got {type(run).__name__}")
     if "experiment" in run:

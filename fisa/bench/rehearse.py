@@ -369,12 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", required=True)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from fisa.config import load_config
+    from fisa.config import load_config, preset_name
 
     config = load_config(args.config)
-    if args.preset not in config["presets"]:
-        print(f"error: --preset {args.preset!r} not in presets ({sorted(config['presets'])})", file=sys.stderr)
-        return 2
+    preset_name(config, args.preset)  # an unknown preset: ConfigError naming the presets
     t0 = time.perf_counter()
     rows = rehearse_shapes(config, args.preset, args.experiments)
     write_csv(rows, args.output)
@@ -386,4 +384,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from fisa.utils.errors import run_cli
+
+    run_cli(main)  # an unknown preset or a config error: one `error:` line
