@@ -240,6 +240,15 @@ def test_truncated_split_is_refused_unless_subsets_are_allowed(small, baseline, 
     next((data / "pascal_ctx_d2" / "annotations_ctx59" / "validation").glob(images[0].stem + ".*")).unlink()
     r = {**r, "data_root": str(data), "eval": {**r["eval"], "allow_subset": False}}
     n = len(images)
+    # The tree no longer matches what its marker vouches for: refused in one line naming the count.
+    from fisa.utils.markers import MarkerError, data_fingerprint
+
+    with pytest.raises(MarkerError, match=rf"{n - 1} entries, .*recorded {n}"):
+        evaluate(r, "pc59", out, tmp_path / "pc59.json")
+    # A tree prepared that way (its marker vouches for the n - 1 images): the split-size check.
+    marker = data / ".fisa" / "pc59.prepare.done"
+    record = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**record, "fingerprint": data_fingerprint("pc59", str(data))}))
     with pytest.raises(DatasetError, match=rf"pc59 val: expected {n} images .*found {n - 1}"):
         evaluate(r, "pc59", out, tmp_path / "pc59.json")
     assert not (tmp_path / "pc59.json").exists()

@@ -56,7 +56,9 @@ def test_panoptic_partly_occluded_segment_is_kept_by_the_overlap_threshold(thres
     masks[0, :4, :4] = 10.0  # in front: class 0, score ~1
     masks[1, :4, :] = 10.0  # behind: class 1, lower score, 32 pixels, 16 of them visible
     classes = torch.stack([_logits(0), _logits(1, score=1.0)])
-    seg, info = panoptic_inference(masks, classes, is_thing=[True, True, False], overlap_threshold=threshold)
+    # no score filter (object_mask_threshold 0): the overlap threshold alone decides
+    seg, info = panoptic_inference(masks, classes, is_thing=[True, True, False], object_mask_threshold=0.0,
+                                   overlap_threshold=threshold)
     assert [s["category_id"] for s in info] == ([0, 1] if kept else [0])
     assert (seg[:4, :4] == info[0]["id"]).all()
     behind = seg[:4, 4:]

@@ -30,6 +30,12 @@ def workflow_copy(dest: Path, fakes: bool = False) -> Path:
         shutil.copy(REPO / name, dest / name)
     for name in ("workflow", "slurm", "envs", "profiles"):
         shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    if not fakes:
+        # The real programs run from the copy's folder, whose `fisa`/`analysis` come first on
+        # sys.path: copy the whole packages (a partial folder would shadow the installed one).
+        for name in ("fisa", "analysis"):
+            shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        return dest
     (dest / "analysis").mkdir(exist_ok=True)
     for name in ("targets.yaml", "layouts.yaml", "paper_numbers.csv"):  # what each target's rule reads
         shutil.copy(REPO / "analysis" / name, dest / "analysis" / name)
@@ -217,7 +223,8 @@ def test_changing_one_experiment_reruns_only_it(tmp_path):
     copy = workflow_copy(tmp_path, fakes=True)
     res = snakemake(copy, "--cores", "2", "table3c_adapter_layers", "--config", "preset=small")
     assert res.returncode == 0, res.stdout[-3000:]
-    assert (copy / "results/small/tables/table3c_adapter_layers.tex").read_text() == "table3c_adapter_layers: 4 rows\n"
+    # adapter_0/1/3 + fisa with its 3 seeds (the small preset's seed spread): 6 metric rows
+    assert (copy / "results/small/tables/table3c_adapter_layers.tex").read_text() == "table3c_adapter_layers: 6 rows\n"
     cfg = copy / "config.yaml"
     old = "adapter_1: {variant: fisa, model: {adapter_layers: 1}"
     assert old in cfg.read_text()

@@ -147,7 +147,8 @@ def bench_training(model, device, reduced, iters, batch=2):
 
     train_defaults = load_config()["presets"]["small" if reduced else "paper"]["defaults"]["train"]
     step = TrainingForward(model, [[f"class {i}"] for i in range(num_classes)],
-                           train_defaults["loss_weights"], train_defaults["criterion"]).to(device)
+                           train_defaults["loss_weights"], float(train_defaults["no_object_weight"]),
+                           train_defaults["criterion"]).to(device)
     opt = torch.optim.AdamW(param_groups(model, 1e-4, 0.05, 0.1))
     from fisa.engine.loop import to_device
 

@@ -78,7 +78,7 @@ def register_cpu_sdpa_flops() -> None:
     _registered = True
 
 
-def shape_only_match(class_logits, mask_logits, labels, target_masks, weights=None):
+def shape_only_match(class_logits, mask_logits, labels, target_masks, weights=None, point_coords=None):
     """The assignment without values: proposal i <-> segment i (int64 [min(Q, N)] each)."""
     n = min(class_logits.shape[0], labels.shape[0])
     idx = torch.arange(n, dtype=torch.int64, device="cpu")
