@@ -195,7 +195,7 @@ def rehearse_training(model, resolved: dict, batch: int) -> dict:
     g = torch.Generator().manual_seed(0)
     model.train()
     if model.text_trainable:
-        step = TrainingForward(model, names, t["loss_weights"])
+        step = TrainingForward(model, names, t["loss_weights"], float(t["no_object_weight"]), t["criterion"])
     else:
         vocabulary, _ = shaped_vocabulary(model, names)
 
