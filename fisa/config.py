@@ -287,11 +287,9 @@ def load_run_config(path: str | os.PathLike) -> dict:
 
 def write_run_config(path: str | os.PathLike, run: Mapping[str, Any]) -> None:
     """Write a run config as YAML, atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(dict(run), sort_keys=False))
-    os.replace(tmp, path)
+    from fisa.utils.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(dict(run), sort_keys=False))
 
 
 def _data_root(p: Mapping[str, Any], preset: str) -> str:

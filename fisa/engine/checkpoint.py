@@ -9,7 +9,6 @@ skipped (never deleted: a human may want to look at them).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -18,7 +17,7 @@ from typing import Any
 
 import torch
 
-from fisa.utils.io import atomic_torch_save, atomic_write_json
+from fisa.utils.io import atomic_torch_save, atomic_write_json, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +26,6 @@ _NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
 
 class CheckpointError(RuntimeError):
     """No usable checkpoint where one was required; the message names the files tried."""
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 hex digest of a file, read in chunks (checkpoints can be GBs)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 class CheckpointManager:
@@ -71,7 +61,7 @@ class CheckpointManager:
         path = self.path_for(iteration)
         atomic_torch_save(path, state)
         atomic_write_json(path.with_suffix(".json"), {
-            "iteration": iteration, "sha256": file_sha256(path), "bytes": path.stat().st_size,
+            "iteration": iteration, "sha256": sha256_of(path), "bytes": path.stat().st_size,
         })
         for _, old in self.list()[:-self.keep]:
             old.unlink(missing_ok=True)
@@ -90,7 +80,7 @@ class CheckpointManager:
         size = path.stat().st_size
         if size != meta.get("bytes"):
             return f"size {size} != {meta.get('bytes')} recorded in {sidecar.name}"
-        if file_sha256(path) != meta.get("sha256"):
+        if sha256_of(path) != meta.get("sha256"):
             return f"SHA-256 differs from {sidecar.name}"
         return None
 

@@ -22,7 +22,6 @@ the checkpoint (no randomness at inference; `torch.use_deterministic_algorithms`
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import statistics
@@ -37,7 +36,7 @@ from fisa.config import config_hash, load_run_config
 from fisa.engine import provenance
 from fisa.engine.common import add_run_config_arg, load_run_model, pick_device, run_main, setup_logging
 from fisa.engine.inference import predict, referring_masks, run_model
-from fisa.utils.io import atomic_path, atomic_write_json
+from fisa.utils.io import atomic_path, atomic_write_json, sha256_of
 
 log = logging.getLogger("fisa.evaluate")
 
@@ -71,14 +70,6 @@ def _category_ids(meta, gt_json: dict | None) -> list[int]:
         raise ValueError(f"{meta.name}: panoptic categories ({len(cats)}) do not match the registry's "
                          f"{len(meta.classes)} classes")
     return list(range(len(meta.classes)))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, output: str | Path,
@@ -191,7 +182,7 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
             "code_version": resolved.get("code_version"),  # the commit that resolved the run config
             # the same for every seed of the experiment: what tables pool across seeds
             "config_hash_seedless": config_hash({k: v for k, v in resolved.items() if k != "seed"}),
-            "checkpoint": str(ckpt) if ckpt else None, "checkpoint_sha256": _sha256(ckpt) if ckpt else None,
+            "checkpoint": str(ckpt) if ckpt else None, "checkpoint_sha256": sha256_of(ckpt) if ckpt else None,
             "device": provenance.device_name(device), "seed": resolved["seed"], "images": n,
             "dataset_images": len(dataset), "predictions": str(out_dir),
             "semantic_conventions": conventions,

@@ -18,13 +18,13 @@ that re-creates only it; nothing is deleted.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Iterable
 
 from fisa.utils.errors import FisaError
+from fisa.utils.io import sha256_of
 
 RUN_DONE = "done.json"
 RUN_FILES = ("model_final.pt", "run_config.yaml")  # what a finished run's done.json vouches for
@@ -32,15 +32,6 @@ RUN_FILES = ("model_final.pt", "run_config.yaml")  # what a finished run's done.
 
 class MarkerError(FisaError):
     """A done-marker is missing, unreadable, or vouches for files that changed."""
-
-
-def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """SHA-256 hex digest of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_records(base: str | os.PathLike, names: Iterable[str]) -> list[dict]:

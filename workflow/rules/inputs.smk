@@ -5,6 +5,8 @@
 # use it.
 import json
 
+from fisa.utils.io import atomic_write_text
+
 SECTIONS_DIR = ".snakemake/fisa/sections"
 LAYOUTS_FILE = REPO / "analysis/layouts.yaml"
 PAPER_NUMBERS_FILE = REPO / "analysis/paper_numbers.csv"
@@ -16,12 +18,8 @@ def _write_if_changed(path, text):
     """Write `text` to `path` (atomically) unless it already holds it: its mtime then moves
     only on a real change, which is what Snakemake's mtime rerun trigger compares."""
     path = Path(path)
-    if path.exists() and path.read_text() == text:
-        return str(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    if not (path.exists() and path.read_text() == text):
+        atomic_write_text(path, text)
     return str(path)
 
 
