@@ -139,7 +139,7 @@ def test_preempted_training_checkpoints_on_the_warning_signal_and_resumes(slurm_
     assert len(trains) == 2 and len(set(trains)) == 2                  # two SLURM jobs: warned, resumed
 
 
-REAL_ENTRY_POINTS = ("fisa.data.synthetic", "fisa.models.fetch", "fisa.engine.train", "fisa.engine.train_generator",
+REAL_ENTRY_POINTS = ("fisa.data.synthetic", "fisa.engine.fetch", "fisa.engine.train", "fisa.engine.train_generator",
                      "fisa.engine.evaluate")
 
 

@@ -1,8 +1,8 @@
 """Download a preset's pretrained weights into its cache_dir (the workflow's fetch rules).
 
-    python -m fisa.models.fetch --config config.yaml --preset paper --backbone vit_l14_336
-    python -m fisa.models.fetch --config config.yaml --preset paper --generator swin_b
-    python -m fisa.models.fetch --config config.yaml --preset paper --generator r50   # download + convert
+    python -m fisa.engine.fetch --config config.yaml --preset paper --backbone vit_l14_336
+    python -m fisa.engine.fetch --config config.yaml --preset paper --generator swin_b
+    python -m fisa.engine.fetch --config config.yaml --preset paper --generator r50   # download + convert
 
 Backbones: open_clip weights of `pretrained` into <cache_dir>/open_clip (nothing to do for
 `pretrained: null`); `source: harness` backbones are pre-trained by the harness
@@ -22,7 +22,7 @@ from pathlib import Path
 from fisa.config import load_config
 from fisa.utils.io import atomic_write_json
 
-log = logging.getLogger("fisa.models.fetch")
+log = logging.getLogger("fisa.engine.fetch")
 
 
 def done_path(cache_dir: str | Path, kind: str, name: str) -> Path:
