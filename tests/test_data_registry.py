@@ -6,7 +6,8 @@ import json
 import pytest
 
 from fisa.data.classes import build as classes_build
-from fisa.data.registry import CLASSES_DIR, DatasetError, get_meta, list_datasets, marker_path, panoptic_gt
+from fisa.data.registry import CLASSES_DIR, DatasetError, get_meta, list_datasets, panoptic_gt
+from fisa.utils.markers import marker_path
 
 SIZES = {"coco": 133, "ade150": 150, "ade847": 847, "pc59": 59, "pc459": 459, "mapillary": 65,
          "refcoco": 0, "refcocoplus": 0}

@@ -32,8 +32,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
-from .registry import DatasetError, DatasetMeta, get_meta, marker_path
 from fisa.utils import safe_pickle
+from fisa.utils.markers import marker_path
+
+from .registry import DatasetError, DatasetMeta, get_meta
 
 __all__ = ["build_dataset", "subset", "subset_indices", "read_image", "read_label_map", "rgb2id",
            "PanopticDataset", "SemanticDataset", "ReferringDataset"]

@@ -31,8 +31,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
+from fisa.utils.markers import MARKER_DIR
+
 CLASSES_DIR = Path(__file__).resolve().parent / "classes"
-MARKER_DIR = ".fisa"  # <root>/.fisa/<name>.<stage>.done
 
 
 class DatasetError(ValueError):
@@ -354,11 +355,6 @@ def check_split_size(name: str, split: str, found: int, root: str | Path, allow_
                            f"or allow subsets explicitly (config eval.allow_subset: true / prepare --allow-subset)")
     return {"split": SPLIT_ALIASES.get(split, split), "unit": unit, "expected": expected, "found": int(found),
             "expected_from": source, "subset": subset}
-
-
-def marker_path(root: str | Path, name: str, stage: str = "prepare") -> Path:
-    """`<root>/.fisa/<name>.<stage>.done`: the stage's completion marker (written atomically, last)."""
-    return Path(root) / MARKER_DIR / f"{name}.{stage}.done"
 
 
 def panoptic_gt(name: str, root: str | Path, split: str | None = None) -> tuple[Path, Path]:

@@ -30,9 +30,9 @@ from PIL import Image
 
 from fisa.utils.io import atomic_path, atomic_write_json
 
-from fisa.utils.markers import data_fingerprint
+from fisa.utils.markers import data_fingerprint, marker_path
 
-from .registry import DatasetMeta, declare_expected_sizes, get_meta, list_datasets, marker_path
+from .registry import DatasetMeta, declare_expected_sizes, get_meta, list_datasets
 from .synthetic_scenes import SceneClass, appearance, name_hash, render_scene
 
 # Images per stand-in (keys: dataset names, plus coco_train). pc59 and pc459 share their

@@ -7,7 +7,7 @@
 Backbones: open_clip weights of `pretrained` into <cache_dir>/open_clip (nothing to do for
 `pretrained: null`); `source: harness` backbones are pre-trained by the harness
 (`fisa.engine.pretrain_clip`) into <cache_dir>/clip/<name>.pt. Generators: `hub` ids into <cache_dir>/huggingface; `converted` downloads the
-detectron2 .pkl into <cache_dir>/downloads (resumed, retried, sha256-checked) and converts it to <cache_dir>/generators/<name>/;
+detectron2 .pkl into <cache_dir>/downloads (fisa.utils.http: resumed, retried, sha256-checked) and converts it to <cache_dir>/generators/<name>/;
 `harness` generators are made by `train_generator` (nothing to fetch). Ends by writing
 <cache_dir>/.done/<backbone|generator>_<name>.json atomically.
 """
@@ -70,10 +70,11 @@ def expected_sha256(url: str, sha256: str | None = None) -> str | None:
 
 
 def download_checkpoint(url: str, dest: Path, sha256: str | None = None, **fetch_kw) -> Path:
-    """Download `url` to `dest` with the data library's resuming, retrying HTTP fetch
-    (fisa.data.download.http_fetch) and check its sha256 (full, or the detectron2 name prefix)
-    before it gets its final name; a file already at `dest` is checked the same way."""
-    from fisa.data.download import DownloadError, file_digest, http_fetch
+    """Download `url` to `dest` with the resuming, retrying fetch of fisa.utils.http and check its
+    sha256 (full, or the detectron2 name prefix) before it gets its final name; a file already at
+    `dest` is checked the same way."""
+    from fisa.utils.http import checksum_mismatch, fetch
+    from fisa.utils.io import sha256_of
 
     want = expected_sha256(url, sha256)
 
@@ -81,23 +82,15 @@ def download_checkpoint(url: str, dest: Path, sha256: str | None = None, **fetch
         if want is None:
             log.warning("%s: no checksum known (add `sha256:` to the generator entry)", url)
             return
-        got = file_digest(path)
+        got = sha256_of(path)
         if not got.startswith(want):
-            raise DownloadError(f"{url}: sha256 mismatch: expected {want}{'...' if len(want) < 64 else ''}, "
-                                f"got {got} ({path}); the download is corrupt or the source changed")
+            raise checksum_mismatch(url, "sha256", want, got, path)
 
     if dest.exists():
         check(dest)
         return dest
     log.info("downloading %s -> %s", url, dest)
-    part = http_fetch([url], dest, **fetch_kw)  # retries / backoff / timeout
-    try:
-        check(part)
-    except DownloadError:
-        part.unlink(missing_ok=True)  # a wrong file must not be resumed from next time
-        raise
-    part.replace(dest)
-    return dest
+    return fetch([url], dest, check, **fetch_kw)  # resume / retries / backoff / timeout; a wrong body is deleted
 
 
 def fetch_generator(name: str, entry: dict, cache_dir: str | Path) -> dict:
@@ -146,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = fetch_backbone(entries[name], cache_dir, name) if kind == "backbone" \
             else fetch_generator(name, entries[name], cache_dir)
-    except (ValueError, OSError, RuntimeError) as e:  # RuntimeError: fisa.data.download.DownloadError
+    except (ValueError, OSError, RuntimeError) as e:  # RuntimeError: fisa.utils.http.DownloadError
         print(f"error: {kind} {name!r}: {e}", file=sys.stderr)
         return 1
     atomic_write_json(done_path(cache_dir, kind, name), {"kind": kind, "name": name, "preset": args.preset,
