@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from fisa.config import load_config
+from fisa.engine.cli import preset_entry
 from fisa.utils.io import atomic_write_json
 
 log = logging.getLogger("fisa.engine.fetch")
@@ -125,25 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     what.add_argument("--generator", help="logical generator name of the preset (e.g. swin_b)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    config = load_config(args.config)
-    if args.preset not in config["presets"]:
-        print(f"error: --preset {args.preset!r} not in presets ({sorted(config['presets'])})", file=sys.stderr)
-        return 2
-    preset = config["presets"][args.preset]
-    cache_dir = preset["cache_dir"]
     kind, name = ("backbone", args.backbone) if args.backbone else ("generator", args.generator)
-    entries = preset.get(f"{kind}s", {})
-    if name not in entries:
-        print(f"error: --{kind} {name!r} not in presets.{args.preset}.{kind}s ({sorted(entries)})", file=sys.stderr)
+    found = preset_entry(load_config(args.config), args.preset, kind, name)
+    if found is None:
         return 2
+    preset, entry = found
+    cache_dir = preset["cache_dir"]
     try:
-        result = fetch_backbone(entries[name], cache_dir, name) if kind == "backbone" \
-            else fetch_generator(name, entries[name], cache_dir)
+        result = fetch_backbone(entry, cache_dir, name) if kind == "backbone" else fetch_generator(name, entry, cache_dir)
     except (ValueError, OSError, RuntimeError) as e:  # RuntimeError: fisa.utils.http.DownloadError
         print(f"error: {kind} {name!r}: {e}", file=sys.stderr)
         return 1
     atomic_write_json(done_path(cache_dir, kind, name), {"kind": kind, "name": name, "preset": args.preset,
-                                                          "entry": entries[name], **result})
+                                                          "entry": entry, **result})
     log.info("%s %s: %s", kind, name, result["action"])
     return 0
 
