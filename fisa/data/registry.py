@@ -31,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
-from fisa.utils.markers import MARKER_DIR
+from fisa.utils.markers import MARKER_DIR, marker_path
 
 CLASSES_DIR = Path(__file__).resolve().parent / "classes"
 
@@ -90,6 +90,7 @@ class DatasetMeta:
     prepare_hint: str = ""               # how to create the prepared files
     sources: list[dict] = field(default_factory=list)  # where the class list comes from
     synonyms: str = "fcclip"             # which synonym lists `classes` holds (see SYNONYM_CHOICES)
+    downloads_of: tuple[str, ...] = ()   # other datasets whose downloaded files this one's preparation reads
 
     @property
     def num_classes(self) -> int:
@@ -134,7 +135,7 @@ class DatasetMeta:
 
 SPLIT_ALIASES = {"val2017": "val", "validation": "val", "train2017": "train", "training": "train"}
 
-_PREPARE = "python -m fisa.data.prepare --dataset {name} --root ROOT (Snakemake rule prepare_{name}; " \
+_PREPARE = "python -m fisa.data.prepare --dataset {name} --root ROOT (Snakemake: rule prepare, dataset={name}; " \
            "small preset: python -m fisa.data.synthetic --root ROOT, rule synthetic_data)"
 
 
@@ -195,11 +196,12 @@ _SPECS: dict[str, dict] = {
                       num_classes=65),
     "refcoco": dict(title="RefCOCO (UNC)", ignore_label=255, tasks=("referring",),
                     train_split="train", eval_split="val", bases=("refcoco",),
-                    splits={s: _ref_split("refcoco", s) for s in ("train", "val", "testA", "testB")}, num_classes=0),
+                    splits={s: _ref_split("refcoco", s) for s in ("train", "val", "testA", "testB")}, num_classes=0,
+                    downloads_of=("coco",)),  # the images are COCO's train2014
     "refcocoplus": dict(title="RefCOCO+ (UNC)", ignore_label=255, tasks=("referring",),
                         train_split="train", eval_split="val", bases=("refcoco",),
                         splits={s: _ref_split("refcoco+", s) for s in ("train", "val", "testA", "testB")},
-                        num_classes=0),
+                        num_classes=0, downloads_of=("coco",)),
 }
 
 
