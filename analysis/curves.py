@@ -132,10 +132,10 @@ def figure_runs(runs: Mapping[str, pd.DataFrame], title: str):
 
 def table_runs(target: str, config: Mapping, preset: str, results_dir: str | Path) -> dict[str, Path]:
     """'<experiment> seed <S>' -> losses.csv of every run a table target reads (in targets.yaml order)."""
-    from analysis.tables import TARGETS, _yaml
+    from analysis.tables import TARGETS, read_yaml
     from fisa.config import experiment_seeds
 
-    spec = _yaml(str(TARGETS))[target]
+    spec = read_yaml(str(TARGETS))[target]
     out = {}
     for exp in spec["experiments"]:
         for seed in experiment_seeds(config, exp, preset):

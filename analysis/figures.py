@@ -21,7 +21,7 @@ import pandas as pd
 from analysis import plots
 from analysis import qualitative as Q
 from analysis.aggregate import PER_CLASS_COLUMNS, read_metrics, read_per_class
-from analysis.tables import LAYOUTS, TARGETS, _yaml, load_paper_numbers, paper_value
+from analysis.tables import LAYOUTS, TARGETS, read_yaml, load_paper_numbers, paper_value
 from fisa.utils.io import atomic_path
 
 
@@ -48,11 +48,11 @@ class Inputs:
 
 
 def _spec(target: str) -> dict:
-    return (_yaml(str(LAYOUTS)).get("figures") or {}).get(target, {})
+    return (read_yaml(str(LAYOUTS)).get("figures") or {}).get(target, {})
 
 
 def _target(target: str) -> dict:
-    return _yaml(str(TARGETS))[target]
+    return read_yaml(str(TARGETS))[target]
 
 
 def figure_fig2a_oracle(inp: Inputs):
@@ -173,7 +173,7 @@ def figure_fig_fidelity_sensitivity(inp: Inputs):
     """Fidelity sensitivity: Δ PQ and Δ mIoU (ADE150) of each open choice's alternative against
     the defaults (`reference`), one horizontal bar pair per alternative; missing runs say so."""
     spec, tgt = _spec("fig_fidelity_sensitivity"), _target("fig_fidelity_sensitivity")
-    rows = _yaml(str(LAYOUTS))[spec["labels_from"]]["rows"]
+    rows = read_yaml(str(LAYOUTS))[spec["labels_from"]]["rows"]
     labels = {r["experiment"]: r["label"] for r in rows if r.get("experiment")}
     reference, dataset = spec["reference"], tgt["datasets"][0]
     alternatives = [e for e in tgt["experiments"] if e != reference]

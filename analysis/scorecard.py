@@ -23,7 +23,7 @@ import pandas as pd
 
 from analysis import plots
 from analysis.aggregate import read_metrics, write_csv
-from analysis.tables import LAYOUTS, TARGETS, _yaml, load_layout, load_paper_numbers, paper_value
+from analysis.tables import LAYOUTS, TARGETS, read_yaml, load_layout, load_paper_numbers, paper_value
 from analysis.verdicts import MARKS, VERDICTS, Settings, config_closeness, judge_layout
 from fisa.metrics.semantic import MIOU_RULES
 from fisa.utils.io import atomic_path, atomic_write_text
@@ -36,13 +36,13 @@ NOT_RERUN = "another method's number, quoted by the paper, not re-run"
 
 def table_targets() -> list[str]:
     """The table targets, in targets.yaml order."""
-    return [t for t in _yaml(str(TARGETS)) if t.startswith("table")]
+    return [t for t in read_yaml(str(TARGETS)) if t.startswith("table")]
 
 
 def _figure_layouts(paper: pd.DataFrame) -> list[tuple[str, dict, Any]]:
     """(paper table, layout, paper_of) of each figure whose numbers layouts.yaml lets the scorecard judge."""
     out = []
-    for fig, spec in ((_yaml(str(LAYOUTS)).get("figures") or {}).items()):
+    for fig, spec in ((read_yaml(str(LAYOUTS)).get("figures") or {}).items()):
         sc = spec.get("scorecard")
         if not sc:
             continue

@@ -102,7 +102,8 @@ class Table:
 
 
 @lru_cache(maxsize=None)
-def _yaml(path: str) -> dict:
+def read_yaml(path: str) -> dict:
+    """An analysis data file (layouts.yaml, targets.yaml), read once per process (shared: do not mutate)."""
     return yaml.safe_load(Path(path).read_text()) or {}
 
 
@@ -137,14 +138,14 @@ def _paper_text(paper: pd.DataFrame, table: str, row: str, column: str) -> str:
 
 def load_layout(target: str, layouts: str | Path = LAYOUTS, targets: str | Path = TARGETS) -> dict:
     """The layout of `target`, checked against `targets.yaml` (its experiments must be built for it)."""
-    all_layouts = _yaml(str(layouts))
+    all_layouts = read_yaml(str(layouts))
     if target not in all_layouts:
         raise LayoutError(f"{layouts}: no table layout {target!r}; known: {sorted(all_layouts)}")
     layout = all_layouts[target]
     for key in ("paper_table", "title", "columns", "rows"):
         if key not in layout:
             raise LayoutError(f"{layouts}: {target}.{key} is missing")
-    built = set((_yaml(str(targets)).get(target) or {}).get("experiments", []))
+    built = set((read_yaml(str(targets)).get(target) or {}).get("experiments", []))
     for row in layout["rows"]:
         exp = row.get("experiment")
         if exp is not None and exp not in built:

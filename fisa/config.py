@@ -60,8 +60,12 @@ def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, A
 
 @functools.cache
 def _schema() -> dict:
-    """The config schema with the `variant` enum filled in from the variant table."""
+    """The config schema with the `variant` enum filled in from the variant table and the
+    `dataset` enum from the data registry."""
+    from fisa.data.registry import list_datasets  # light: no torch
+
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    schema["$defs"]["dataset"] = {"enum": list_datasets(), "description": "a dataset of fisa.data.registry"}
     # Read here, not through fisa.models (whose package imports torch): Snakemake parses this.
     variants = list(yaml.safe_load(VARIANT_TABLE.read_text()))
     schema["$defs"]["variant"] = {"enum": variants,

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from fisa.data.classes import build as classes_build
-from fisa.data.registry import CLASSES_DIR, DatasetError, get_meta, list_datasets, marker_path, panoptic_gt
+from fisa.data.registry import CLASSES_DIR, DatasetError, get_meta, list_datasets, panoptic_gt
+from fisa.utils.markers import marker_path
 
 SIZES = {"coco": 133, "ade150": 150, "ade847": 847, "pc59": 59, "pc459": 459, "mapillary": 65,
          "refcoco": 0, "refcocoplus": 0}
@@ -185,3 +186,22 @@ def test_official_split_sizes():
     for name in list_datasets():
         assert set(OFFICIAL_SIZES[name]) == set(get_meta(name).splits), name
     assert expected_size("ade150", "validation", "/nonexistent") == (2000, "official size (fisa.data.registry.OFFICIAL_SIZES)")
+
+
+def test_the_config_schema_takes_its_dataset_names_from_the_registry():
+    import copy
+
+    from fisa.config import ConfigError, _schema, load_config, validate_config
+
+    assert _schema()["$defs"]["dataset"]["enum"] == list_datasets()
+    config = copy.deepcopy(load_config())
+    name = next(iter(config["experiments"]))
+    config["experiments"][name]["datasets"] = ["cityscapes"]
+    with pytest.raises(ConfigError, match="cityscapes"):
+        validate_config(config)
+
+
+def test_refcoco_preparation_reads_cocos_download():
+    # the workflow's `prepare`/`download` rules take these as inputs (workflow/rules/data.smk)
+    assert get_meta("refcoco").downloads_of == get_meta("refcocoplus").downloads_of == ("coco",)
+    assert all(get_meta(n).downloads_of == () for n in list_datasets() if not n.startswith("refcoco"))

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_download_helpers import FileServer, write_sources  # noqa: E402
 
 from fisa.data import download as dl  # noqa: E402
-from fisa.data.raw_fixtures import md5_of, sources_for, write_raw_sources  # noqa: E402
+from raw_fixtures import md5_of, sources_for, write_raw_sources  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -102,7 +102,7 @@ def test_run_folder_contents(fisa, baseline):
     assert len(rows) == 1 + r["train"]["iterations"]
     # trained state only: far smaller than the full model
     state = torch.load(out / "model_final.pt", weights_only=False)["model"]
-    from fisa.engine.common import build_run_model
+    from fisa.engine.run_model import build_run_model
 
     full = build_run_model(r)
     assert sum(v.numel() for v in state.values()) < sum(p.numel() for p in full.parameters())

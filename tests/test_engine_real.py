@@ -111,7 +111,7 @@ def test_two_process_gloo_ddp_of_fisa_equals_one_process(inputs, tmp_path):
     for k in ddp:
         torch.testing.assert_close(ddp[k], one[k], rtol=1e-4, atol=1e-5, msg=k)
     # the weights did move: the comparison is not between two untrained models
-    from fisa.engine.common import build_run_model
+    from fisa.engine.run_model import build_run_model
     from fisa.engine.loop import trainable_state_dict
 
     initial = trainable_state_dict(build_run_model(r))

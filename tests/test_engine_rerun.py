@@ -82,7 +82,7 @@ def test_bad_run_config_exits_78_naming_the_file(config, tmp_path, module):
 
 
 def test_missing_data_exits_65(config, tmp_path):
-    from fisa.engine.common import EXIT_DATA_ERROR, run_main
+    from fisa.engine.cli import EXIT_DATA_ERROR, run_main
 
     def body():
         raise FileNotFoundError(f"{tmp_path}/datasets/ade150: missing")

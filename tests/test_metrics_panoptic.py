@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fisa.metrics.panoptic import PanopticInputError, id2rgb, main, pq_compute, rgb2id
+from fisa.metrics.panoptic import PanopticInputError, main, pq_compute
+from fisa.utils.panoptic_ids import id2rgb, rgb2id
 from fisa.metrics.synthetic import write_panoptic_case
 from reference_metrics import pq_compute_reference
 

@@ -5,8 +5,8 @@ import torch
 
 from fisa.models import VARIANTS, build_model
 from fisa.models.clip_backbone import register_model_configs
-from fisa.models.parameters import (load_trainable_state_dict, param_groups, trainable_by_group,
-                                    trainable_parameters, trainable_state_dict)
+from fisa.engine.loop import load_trainable_state_dict, trainable_state_dict
+from fisa.models.parameters import param_groups, trainable_by_group, trainable_parameters
 
 from test_models_mask_attention import model_cfg
 
@@ -112,11 +112,15 @@ def test_trainable_state_dict_roundtrip():
     a = build_model(model_cfg(), "fisa")
     torch.manual_seed(1)
     b = build_model(model_cfg(), "fisa")
+    # the engine's checkpoint content: the trainable parameters and every buffer, nothing frozen
     state = trainable_state_dict(a)
-    assert sum(t.numel() for t in state.values()) == trainable_parameters(a)
+    trainable = {n for n, p in a.named_parameters() if p.requires_grad}
+    assert set(state) == trainable | (set(a.state_dict()) - {n for n, _ in a.named_parameters()})
+    assert sum(state[n].numel() for n in trainable) == trainable_parameters(a)
     load_trainable_state_dict(b, state)
+    loaded = b.state_dict()
     for n, t in state.items():
-        assert torch.equal(dict(b.named_parameters())[n], t)
+        assert torch.equal(loaded[n], t)
     with pytest.raises(KeyError, match="missing"):
         load_trainable_state_dict(b, {k: v for k, v in state.items() if not k.startswith("seve.")}, source="x.pt")
 

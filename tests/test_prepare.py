@@ -16,9 +16,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_download_helpers import FileServer  # noqa: E402
 
 from fisa.data import download as dl  # noqa: E402
-from fisa.data.prepare import PrepareError, marker_path, prepare_dataset  # noqa: E402
+from fisa.data.prepare import PrepareError, prepare_dataset  # noqa: E402
+from fisa.utils.markers import marker_path  # noqa: E402
 from fisa.data.prepare.__main__ import main as prepare_main  # noqa: E402
-from fisa.data.raw_fixtures import (ADE847_TABLE, ADE_MAPPING, COCO_CATEGORIES, declare_miniature_sizes,  # noqa: E402
+from raw_fixtures import (ADE847_TABLE, ADE_MAPPING, COCO_CATEGORIES, declare_miniature_sizes,  # noqa: E402
                                     sources_for, write_raw_sources)
 
 # pycocotools 2.0.x with numpy 2 warns on every RLE decode; not ours to fix.

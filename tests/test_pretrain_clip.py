@@ -118,7 +118,7 @@ def test_fuse_split_state_dict_round_trip():
 
 
 def test_missing_weights_name_the_path_and_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"clip/vit_b16\.pt.*python -m fisa\.models\.fetch"):
+    with pytest.raises(FileNotFoundError, match=r"clip/vit_b16\.pt.*python -m fisa\.engine\.fetch"):
         create_clip(ENTRY, cache_dir=str(tmp_path), backbone="vit_b16")
     with pytest.raises(ValueError, match="model.backbone"):
         create_clip(ENTRY, cache_dir=None, backbone="vit_b16")

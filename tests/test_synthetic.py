@@ -14,7 +14,8 @@ from PIL import Image
 
 from fisa.data import synthetic as S
 from fisa.data.datasets import build_dataset
-from fisa.data.registry import get_meta, list_datasets, marker_path, panoptic_gt
+from fisa.data.registry import get_meta, list_datasets, panoptic_gt
+from fisa.utils.markers import marker_path
 from fisa.data.synthetic_scenes import COLOURS, appearance
 
 SMALL = {"coco_train": 6, "coco": 4, "ade150": 4, "ade847": 3, "pc59": 3, "mapillary": 3, "refcoco": 4}

@@ -204,7 +204,7 @@ def test_run_done_vouches_for_its_files(tmp_path):
 
 
 def test_evaluation_refuses_a_run_whose_model_changed(tmp_path, monkeypatch):
-    from fisa.engine import common
+    from fisa.engine import run_model as common
 
     run = _run(tmp_path)
     _truncate(run / "model_final.pt")

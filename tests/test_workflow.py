@@ -45,8 +45,11 @@ def workflow_copy(dest: Path, fakes: bool = False) -> Path:
     shutil.copy(REPO / "fisa/models/prompt_templates.json", dest / "fisa/models/prompt_templates.json")
     if fakes:
         shutil.copytree(FAKES, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
-        # The real config module (the Snakefile imports it), under the stand-in package.
-        for name in ("__init__.py", "config.py", "models/variants.yaml"):
+        # The real modules the Snakefile imports (config, the data registry, the marker paths),
+        # under the stand-in package.
+        for name in ("__init__.py", "config.py", "models/variants.yaml", "data/registry.py", "utils/__init__.py",
+                     "utils/markers.py", "utils/errors.py", "utils/io.py"):
+            (dest / "fisa" / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / "fisa" / name, dest / "fisa" / name)
     return dest
 
@@ -74,7 +77,8 @@ def job_counts(output: str) -> dict:
 def planned_outputs(output: str, rule: str) -> list[str]:
     """Outputs of every planned job of `rule` in a dry-run printout."""
     found = []
-    for block in re.split(r"\n(?=\[|rule |localrule )", output):
+    # a job of a group (`group:`) is printed indented under its "Group job" line
+    for block in re.split(r"\n(?=\s*(?:\[|rule |localrule ))", output):
         if re.match(rf"(local)?rule {re.escape(rule)}:", block.strip()):
             m = re.search(r"^\s+output: (.+)$", block, re.M)
             if m:
@@ -111,8 +115,11 @@ def test_paper_dry_run_plans_the_whole_matrix(paper_plan, config):
     assert counts["train"] == len(non_optional) * len(seeds)
     assert counts["evaluate"] == sum(len(config["experiments"][e]["datasets"]) for e in non_optional) * len(seeds)
     assert counts["efficiency"] == 1                 # Table 2 is the only efficiency target
-    for ds in ("coco", "ade150", "ade847", "pc59", "pc459", "mapillary", "refcoco", "refcocoplus"):
-        assert counts[f"download_{ds}"] == 1 and counts[f"prepare_{ds}"] == 1
+    # one wildcard rule per data stage, one job per dataset of the registry
+    datasets = ("coco", "ade150", "ade847", "pc59", "pc459", "mapillary", "refcoco", "refcocoplus")
+    assert counts["download"] == counts["prepare"] == len(datasets)
+    for ds in datasets:
+        assert f"datasets/.fisa/{ds}.download.done" in out and f"datasets/.fisa/{ds}.prepare.done" in out
     tables = [t for t, spec in yaml.safe_load((REPO / "analysis/targets.yaml").read_text()).items()
               if t.startswith("table") and "paper" in spec.get("presets", ["paper"])]  # presets: in all_tables there
     for t in tables:

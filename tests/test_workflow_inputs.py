@@ -43,26 +43,29 @@ def _replace(path: Path, old: str, new: str):
 @pytest.mark.slow  # one real run with stand-ins and six dry-runs (about 1 min on 2 idle cores)
 def test_each_edit_reruns_exactly_what_it_shapes(built):
     copy = built
+    # the run wrote each target's section through the rule `target_section`
+    assert sorted(p.stem for p in (copy / ".snakemake/fisa/sections").glob("*.yaml")) == sorted(TARGETS)
     layouts, paper = copy / "analysis/layouts.yaml", copy / "analysis/paper_numbers.csv"
-    # A table's layout entry: only that table (not its aggregation, not the figure).
+    # A table's layout entry: only that table (not its aggregation, not the figure), after its
+    # section file (rule target_section, rerun by its params: the section's content).
     _replace(layouts, 'title: "Distribution Adapter', 'title: "Edited Distribution Adapter')
-    assert _plan(copy) == {"table3c_adapter_layers": 1}
+    assert _plan(copy) == {"target_section": 1, "table3c_adapter_layers": 1}
     # Another table's layout, one not asked for: nothing more.
     _replace(layouts, 'title: "Open-vocabulary panoptic', 'title: "Edited open-vocabulary panoptic')
-    assert _plan(copy) == {"table3c_adapter_layers": 1}
+    assert _plan(copy) == {"target_section": 1, "table3c_adapter_layers": 1}
     # A figure's layout entry: that figure too.
     _replace(layouts, 'oracle_generator: "oracle generator"', 'oracle_generator: "oracle mask generator"')
-    assert _plan(copy) == {"table3c_adapter_layers": 1, "fig2a_oracle": 1}
+    assert _plan(copy) == {"target_section": 2, "table3c_adapter_layers": 1, "fig2a_oracle": 1}
     # A paper number of another table (Table 1): nothing more; the figure's own (fig2a) is already planned.
     lines = paper.read_text().splitlines()
     i = next(k for k, l in enumerate(lines) if l.startswith("table1,"))
     lines[i] = lines[i].rsplit(",", 1)[0] + ",99.9"
     paper.write_text("\n".join(lines) + "\n")
-    assert _plan(copy) == {"table3c_adapter_layers": 1, "fig2a_oracle": 1}
+    assert _plan(copy) == {"target_section": 2, "table3c_adapter_layers": 1, "fig2a_oracle": 1}
     # The class list of a dataset these targets do not evaluate on: nothing more.
     classes = copy / "fisa/data/classes/pc59.json"
     classes.write_text(classes.read_text() + " ")
-    assert _plan(copy) == {"table3c_adapter_layers": 1, "fig2a_oracle": 1}
+    assert _plan(copy) == {"target_section": 2, "table3c_adapter_layers": 1, "fig2a_oracle": 1}
     # ADE-150's class list: every evaluation on ADE-150 and what reads them; no training.
     classes = copy / "fisa/data/classes/ade150.json"
     data = json.loads(classes.read_text())
@@ -83,6 +86,14 @@ def test_re_made_data_do_not_rerun_what_read_them(built):
     assert counts["synthetic_data"] == 1 and "train" not in counts and "evaluate" not in counts, counts
 
 
+def test_parsing_the_workflow_writes_no_file(tmp_path):
+    """The section files are made by local rules, not while the DAG is parsed: a dry-run writes none."""
+    copy = workflow_copy(tmp_path, fakes=True)
+    counts = _plan(copy)
+    assert counts["target_section"] == len(TARGETS) and counts["template_set"] >= 1
+    assert not (copy / ".snakemake/fisa").exists()
+
+
 def test_aggregation_tables_and_figures_are_local_rules(tmp_path):
     """With --profile slurm they run in the main Snakemake process, not as SLURM jobs."""
     from snakemake.api import SnakemakeApi
@@ -97,3 +108,4 @@ def test_aggregation_tables_and_figures_are_local_rules(tmp_path):
     analysis = {n for n in names if n.startswith(("aggregate", "table", "fig", "qualitative"))}
     assert len(analysis) > 20 and analysis <= local
     assert not local & {"train", "evaluate", "efficiency", "train_generator", "fetch_checkpoint", "synthetic_data"}
+    assert {"target_section", "template_set", "run_config", "effective_config"} <= local

@@ -80,7 +80,10 @@ def _give_evaluate_a_gpu(copy: Path):
     line = "      default: {gpus: 0, cpus: 1, mem_mb: 2000, runtime: 30, partition: null}\n"
     text = cfg.read_text()
     assert line in text
-    cfg.write_text(text.replace(line, line + "      evaluate: {gpus: 1, cpus: 1, mem_mb: 1000, runtime: 10}\n", 1))
+    # the small preset's own `evaluate:` entry (its job group) would override an added one
+    text = text.replace("      evaluate: {group: evaluate}\n", "", 1)
+    cfg.write_text(text.replace(line, line + "      evaluate: {gpus: 1, cpus: 1, mem_mb: 1000, runtime: 10,"
+                                              " group: evaluate}\n", 1))
 
 
 def test_small_jobs_through_the_slurm_profile_fail_cleanly_and_resume(slurm_cluster, tmp_path):
@@ -139,7 +142,7 @@ def test_preempted_training_checkpoints_on_the_warning_signal_and_resumes(slurm_
     assert len(trains) == 2 and len(set(trains)) == 2                  # two SLURM jobs: warned, resumed
 
 
-REAL_ENTRY_POINTS = ("fisa.data.synthetic", "fisa.models.fetch", "fisa.engine.train", "fisa.engine.train_generator",
+REAL_ENTRY_POINTS = ("fisa.data.synthetic", "fisa.engine.fetch", "fisa.engine.train", "fisa.engine.train_generator",
                      "fisa.engine.evaluate")
 
 

@@ -32,10 +32,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
-from .registry import DatasetError, DatasetMeta, get_meta, marker_path
 from fisa.utils import safe_pickle
+from fisa.utils.markers import marker_path
+from fisa.utils.panoptic_ids import rgb2id
 
-__all__ = ["build_dataset", "subset", "subset_indices", "read_image", "read_label_map", "rgb2id",
+from .registry import DatasetError, DatasetMeta, get_meta
+
+__all__ = ["build_dataset", "subset", "subset_indices", "read_image", "read_label_map",
            "PanopticDataset", "SemanticDataset", "ReferringDataset"]
 
 
@@ -72,12 +75,6 @@ def read_label_map(path: str | Path) -> np.ndarray:
     if arr.ndim != 2:
         raise DatasetError(f"label map {path}: expected a single-channel image, got shape {arr.shape}")
     return arr
-
-
-def rgb2id(rgb: np.ndarray) -> np.ndarray:
-    """panopticapi's RGB encoding -> segment ids: id = R + 256*G + 256^2*B. (H,W,3) -> (H,W) int64."""
-    rgb = rgb.astype(np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
 
 
 def _masks_from_sem_seg(sem: torch.Tensor, ignore_label: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,44 +21,34 @@ archive (or an already extracted tree) is not there, the step stops with a messa
 that says where to get it and exactly where to put it, exits non-zero and writes no
 marker. The last act of a successful run is `ROOT/.fisa/<name>.download.done`.
 
+The plumbing is not here: HTTP with resume, retries and the file lock are `fisa.utils.http`,
+integrity checks and staged extraction `fisa.utils.archives`; this module is the datasets'
+orchestration (the sources file, records, manual datasets, markers) and its CLI.
+
 CLI: `python -m fisa.data.download --dataset NAME --root ROOT [--sources F]`.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
-import http.client
 import json
 import logging
 import os
-import shutil
 import sys
-import tarfile
-import time
-import urllib.error
-import urllib.request
-import zipfile
-import zlib
 from datetime import datetime, timezone
 from pathlib import Path
-from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import yaml
 
-from fisa.utils.io import atomic_write_json
+from fisa.utils.archives import KINDS, extract, guess_kind, verify_integrity
+from fisa.utils.http import DownloadError, checksum_mismatch, fetch, file_lock
+from fisa.utils.io import atomic_write_json, file_digest, sha256_of
+from fisa.utils.markers import MARKER_DIR, marker_path
 
 log = logging.getLogger("fisa.data.download")
 
 DEFAULT_SOURCES = Path(__file__).with_name("sources.yaml")
-CHUNK = 1 << 20
-USER_AGENT = "fisa-repro-downloader/0.1 (+https://github.com; research dataset fetch)"
-
-
-class DownloadError(RuntimeError):
-    """A file could not be fetched or failed verification (the message names it)."""
-
-
 class ManualDownloadRequired(DownloadError):
     """A registration-only file is missing; the message says where to get it and where to put it."""
 
@@ -89,7 +79,7 @@ def load_sources(path: str | os.PathLike | None = None) -> dict:
             for key in ("md5", "sha256"):
                 if f.get(key) is not None and not _is_hex(f[key], 32 if key == "md5" else 64):
                     raise DownloadError(f"{where} ({f['name']}): '{key}' is not a hex digest: {f[key]!r}")
-            if f.get("kind", _guess_kind(f["name"])) not in ("zip", "tar", "json", "file"):
+            if f.get("kind", guess_kind(f["name"])) not in KINDS:
                 raise DownloadError(f"{where} ({f['name']}): unknown kind {f.get('kind')!r}")
     return data["datasets"]
 
@@ -105,17 +95,6 @@ def _is_hex(s: Any, n: int) -> bool:
     return isinstance(s, str) and len(s) == n and all(c in "0123456789abcdefABCDEF" for c in s)
 
 
-def _guess_kind(filename: str) -> str:
-    low = filename.lower()
-    if low.endswith(".zip"):
-        return "zip"
-    if low.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
-        return "tar"
-    if low.endswith(".json"):
-        return "json"
-    return "file"
-
-
 # --------------------------------------------------------------------------- paths
 
 
@@ -125,13 +104,8 @@ def downloads_dir(root: str | os.PathLike) -> Path:
 
 
 def state_dir(root: str | os.PathLike) -> Path:
-    """`ROOT/.fisa`: stage markers and per-file records."""
-    return Path(root) / ".fisa"
-
-
-def marker_path(root: str | os.PathLike, name: str, stage: str) -> Path:
-    """`ROOT/.fisa/<name>.<stage>.done` (the workflow's output for a data stage)."""
-    return state_dir(root) / f"{name}.{stage}.done"
+    """`ROOT/.fisa`: stage markers (fisa.utils.markers.marker_path) and per-file records."""
+    return Path(root) / MARKER_DIR
 
 
 def _file_record_path(root: Path, filename: str) -> Path:
@@ -143,42 +117,7 @@ def _extract_record_path(root: Path, filename: str, dest: str) -> Path:
     return state_dir(root) / "extracted" / f"{filename}.{tag}.json"
 
 
-# --------------------------------------------------------------------------- hashing / verification
-
-
-def file_digest(path: str | os.PathLike, algo: str = "sha256") -> str:
-    """Hex digest of a file, read in 1 MiB chunks."""
-    h = hashlib.new(algo)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def verify_integrity(path: str | os.PathLike, kind: str) -> None:
-    """Check that an archive/JSON is complete and readable; raise DownloadError naming the file."""
-    path = Path(path)
-    try:
-        if kind == "zip":
-            with zipfile.ZipFile(path) as zf:
-                bad = zf.testzip()  # reads every member and checks its CRC
-            if bad is not None:
-                raise DownloadError(f"{path}: corrupt zip member {bad!r} (CRC mismatch)")
-        elif kind == "tar":
-            with tarfile.open(path, "r:*") as tf:
-                for member in tf:
-                    if member.isfile():
-                        fh = tf.extractfile(member)
-                        while fh.read(CHUNK):
-                            pass
-        elif kind == "json":
-            with open(path, "rb") as fh:
-                json.load(fh)
-    except DownloadError:
-        raise
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as e:
-        raise DownloadError(f"{path}: not a complete, readable {kind} file ({type(e).__name__}: {e}); "
-                            "the download is truncated or corrupt") from None
+# --------------------------------------------------------------------------- verification
 
 
 def _check_published(path: Path, fspec: dict) -> str | None:
@@ -188,118 +127,9 @@ def _check_published(path: Path, fspec: dict) -> str | None:
         if want:
             got = file_digest(path, algo)
             if got.lower() != want.lower():
-                raise DownloadError(
-                    f"{fspec['name']}: {algo} mismatch: expected {want.lower()}, got {got} ({path}); "
-                    "the file is corrupt or the source changed")
+                raise checksum_mismatch(fspec["name"], algo, want.lower(), got, path)
             return algo
     return None
-
-
-# --------------------------------------------------------------------------- HTTP
-
-
-def http_fetch(urls: Iterable[str], dest: str | os.PathLike, *, retries: int = 5, backoff: float = 2.0,
-               timeout: float = 60.0, expected_size: int | None = None,
-               progress: Callable[[int, int | None], None] | None = None) -> Path:
-    """Fetch the first URL that works into `dest.part`, resuming with Range across retries.
-
-    Returns the `.part` path (complete as far as HTTP can tell); the caller verifies and
-    renames it. A connection dropped mid-body resumes from the bytes already on disk;
-    a URL is abandoned after `retries` consecutive attempts that added no bytes
-    (exponential backoff, `backoff * 2**k` seconds), so a large file over a flaky link
-    still completes. Raises DownloadError listing the errors met.
-    """
-    urls = list(urls)
-    dest = Path(dest)
-    part = dest.with_name(dest.name + ".part")
-    part.parent.mkdir(parents=True, exist_ok=True)
-    errors = []
-    for url in urls:
-        failures = 0  # consecutive attempts that added no bytes: a slow but moving download never gives up
-        while failures <= retries:
-            if failures:
-                delay = backoff * 2 ** (failures - 1)
-                log.warning("retrying %s in %.1fs (attempt %d/%d): %s", url, delay, failures, retries, errors[-1])
-                time.sleep(delay)
-            before = part.stat().st_size if part.exists() else 0
-            try:
-                if _fetch_once(url, part, timeout, expected_size, progress):
-                    return part
-            except _Permanent as e:
-                errors.append(f"{url}: {e}")
-                break
-            except (urllib.error.URLError, OSError, http.client.HTTPException, _Incomplete) as e:
-                # HTTPException: IncompleteRead / RemoteDisconnected from a connection cut mid-body
-                errors.append(f"{url}: {type(e).__name__}: {e}")
-                grew = part.exists() and part.stat().st_size > before
-                failures = 1 if grew else failures + 1
-        log.warning("giving up on %s", url)
-    raise DownloadError(f"could not download {dest.name} from any of {len(urls)} URL(s): " + "; ".join(errors))
-
-
-class _Permanent(Exception):
-    """An HTTP error that retrying the same URL will not fix (404, 403, ...)."""
-
-
-class _Incomplete(Exception):
-    """The body ended before Content-Length (dropped connection)."""
-
-
-def _fetch_once(url: str, part: Path, timeout: float, expected_size: int | None,
-                progress: Callable[[int, int | None], None] | None) -> bool:
-    have = part.stat().st_size if part.exists() else 0
-    headers = {"User-Agent": USER_AGENT}
-    if have:
-        headers["Range"] = f"bytes={have}-"
-    req = urllib.request.Request(url, headers=headers)
-    try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and have:
-            # Range not satisfiable: we already hold the whole file (or more); let verification decide.
-            if expected_size is None or have == expected_size:
-                return True
-            part.unlink()
-            raise _Incomplete(f"HTTP 416 with {have} bytes on disk, expected {expected_size}; restarting")
-        if e.code in (408, 429) or e.code >= 500:
-            raise _Incomplete(f"HTTP {e.code} {e.reason}")
-        raise _Permanent(f"HTTP {e.code} {e.reason}")
-    with resp:
-        status = resp.status
-        if status == 206:
-            start = _content_range_start(resp.headers.get("Content-Range"))
-            if start != have:
-                # The server resumed somewhere else: only a restart gives the right bytes.
-                part.unlink(missing_ok=True)
-                raise _Incomplete(f"server resumed at byte {start}, expected {have}; restarting")
-            mode = "ab"
-        else:
-            if have:
-                log.info("%s ignored the Range request; restarting from byte 0", url)
-            have, mode = 0, "wb"
-        length = resp.headers.get("Content-Length")
-        total = have + int(length) if length is not None else expected_size
-        got = have
-        with open(part, mode) as fh:
-            while True:
-                block = resp.read(CHUNK)
-                if not block:
-                    break
-                fh.write(block)
-                got += len(block)
-                if progress:
-                    progress(got, total)
-    if total is not None and got < total:
-        raise _Incomplete(f"connection closed after {got} of {total} bytes")
-    return True
-
-
-def _content_range_start(value: str | None) -> int:
-    # "bytes 100-999/1000"
-    try:
-        return int(value.split()[1].split("-")[0])
-    except (AttributeError, IndexError, ValueError):
-        return -1
 
 
 # --------------------------------------------------------------------------- one file
@@ -310,13 +140,13 @@ def ensure_file(root: str | os.PathLike, fspec: dict, dataset: str, *, retries: 
     """Make sure one source file is present and verified under `ROOT/downloads/`; return its record."""
     root = Path(root)
     name = fspec["name"]
-    kind = fspec.get("kind", _guess_kind(name))
+    kind = fspec.get("kind", guess_kind(name))
     dest = downloads_dir(root) / name
     rec_path = _file_record_path(root, name)
     if dest.exists():
         record = json.loads(rec_path.read_text()) if rec_path.exists() else None
         if record is not None:
-            got = file_digest(dest)
+            got = sha256_of(dest)
             if got != record["sha256"]:
                 raise DownloadError(
                     f"{dest}: sha256 {got} differs from the one recorded when it was verified "
@@ -324,51 +154,32 @@ def ensure_file(root: str | os.PathLike, fspec: dict, dataset: str, *, retries: 
             log.info("%s: present, recorded sha256 matches", name)
             return record
         # Present but never verified (e.g. a manual download just placed there): verify now.
-        return _verify_and_record(root, dest, fspec, kind, dataset, source="local file")
+        return _record(root, dest, fspec, dataset, _verify(dest, fspec, kind), source="local file")
     if fspec.get("manual"):
         raise ManualDownloadRequired(manual_message(dataset, fspec, root))
-    part = http_fetch(fspec["urls"], dest, retries=retries, backoff=backoff, timeout=timeout,
-                      expected_size=fspec.get("size"), progress=_progress_logger(name))
-    try:
-        record = _verify_and_record(root, part, fspec, kind, dataset, source=fspec["urls"][0], final=dest)
-    except DownloadError:
-        # A complete but corrupt body would be resumed into forever: discard it.
-        part.unlink(missing_ok=True)
-        raise
-    return record
+    verified_by = []
+    fetch(fspec["urls"], dest, lambda part: verified_by.append(_verify(part, fspec, kind)), retries=retries,
+          backoff=backoff, timeout=timeout, expected_size=fspec.get("size"))
+    return _record(root, dest, fspec, dataset, verified_by[0], source=fspec["urls"][0])
 
 
-def _verify_and_record(root: Path, path: Path, fspec: dict, kind: str, dataset: str, *, source: str,
-                       final: Path | None = None) -> dict:
+def _verify(path: Path, fspec: dict, kind: str) -> str:
+    """Check size, then the published checksum, else the archive's integrity; returns how it was verified."""
     if fspec.get("size") is not None and path.stat().st_size != int(fspec["size"]):
         raise DownloadError(f"{fspec['name']}: size {path.stat().st_size} bytes, expected {fspec['size']} ({path})")
     algo = _check_published(path, fspec)
     if algo is None:
         verify_integrity(path, kind)  # no published checksum: the archive must at least read back whole
-    sha = file_digest(path)
-    if final is not None:
-        os.replace(path, final)
-        path = final
+    return f"published {algo}" if algo else f"{kind} integrity"
+
+
+def _record(root: Path, path: Path, fspec: dict, dataset: str, verified_by: str, *, source: str) -> dict:
     record = {
         "name": fspec["name"], "dataset": dataset, "path": str(path), "bytes": path.stat().st_size,
-        "sha256": sha, "verified_by": f"published {algo}" if algo else f"{kind} integrity",
-        "source": source, "recorded_at": _now(),
+        "sha256": sha256_of(path), "verified_by": verified_by, "source": source, "recorded_at": _now(),
     }
     atomic_write_json(_file_record_path(root, fspec["name"]), record)
     return record
-
-
-def _progress_logger(name: str) -> Callable[[int, int | None], None]:
-    state = {"next": 0.0}
-
-    def report(got: int, total: int | None) -> None:
-        now = time.monotonic()
-        if now >= state["next"]:
-            state["next"] = now + 30
-            pct = f" ({100 * got / total:.1f}%)" if total else ""
-            log.info("%s: %.1f MiB%s", name, got / 2**20, pct)
-
-    return report
 
 
 def manual_message(dataset: str, fspec: dict, root: str | os.PathLike) -> str:
@@ -392,73 +203,6 @@ def manual_message(dataset: str, fspec: dict, root: str | os.PathLike) -> str:
 # --------------------------------------------------------------------------- extraction
 
 
-def _safe_members_zip(zf: zipfile.ZipFile, archive: Path) -> list[zipfile.ZipInfo]:
-    out = []
-    for info in zf.infolist():
-        p = Path(info.filename)
-        if p.is_absolute() or ".." in p.parts:
-            raise DownloadError(f"{archive}: unsafe member path {info.filename!r}")
-        out.append(info)
-    return out
-
-
-def extract(archive: str | os.PathLike, dest: str | os.PathLike, *, kind: str | None = None,
-            strip: str | None = None, only: list[str] | None = None) -> list[str]:
-    """Extract `archive` into `dest` through a staging folder; return the top-level names moved in.
-
-    `strip`: a leading folder to drop from member paths; `only`: member prefixes to keep.
-    Existing folders in `dest` are merged into (files are replaced).
-    """
-    archive, dest = Path(archive), Path(dest)
-    kind = kind or _guess_kind(archive.name)
-    dest.mkdir(parents=True, exist_ok=True)
-    staging = dest / f".staging-{archive.name}"
-    if staging.exists():
-        shutil.rmtree(staging)  # left by an interrupted run
-    staging.mkdir()
-    try:
-        if kind == "zip":
-            with zipfile.ZipFile(archive) as zf:
-                members = [m for m in _safe_members_zip(zf, archive) if _keep(m.filename, only)]
-                zf.extractall(staging, members)
-        elif kind == "tar":
-            with tarfile.open(archive, "r:*") as tf:
-                members = [m for m in tf.getmembers() if _keep(m.name, only)]
-                tf.extractall(staging, members, filter="data")  # 'data' rejects absolute/.. paths and links out
-        elif kind in ("json", "file"):
-            shutil.copy2(archive, staging / archive.name)
-        else:
-            raise DownloadError(f"{archive}: cannot extract kind {kind!r}")
-        src = staging / strip if strip else staging
-        if strip and not src.is_dir():
-            raise DownloadError(f"{archive}: expected a top-level folder {strip!r} in the archive")
-        moved = []
-        for entry in sorted(src.iterdir()):
-            if entry.name.startswith(".staging-"):
-                continue
-            _merge_move(entry, dest / entry.name)
-            moved.append(entry.name)
-        return moved
-    except (zipfile.BadZipFile, tarfile.TarError, OSError) as e:
-        raise DownloadError(f"extracting {archive} into {dest} failed: {e}") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _keep(member: str, only: list[str] | None) -> bool:
-    return not only or any(member == p.rstrip("/") or member.startswith(p.rstrip("/") + "/") for p in only)
-
-
-def _merge_move(src: Path, dst: Path) -> None:
-    if src.is_dir() and dst.is_dir():
-        for child in src.iterdir():
-            _merge_move(child, dst / child.name)
-        return
-    if dst.is_dir() and not src.is_dir():
-        shutil.rmtree(dst)
-    os.replace(src, dst)
-
-
 def ensure_extracted(root: str | os.PathLike, fspec: dict, record: dict) -> list[dict]:
     """Extract a verified file (and its nested archives) unless the same bytes were already extracted."""
     root = Path(root)
@@ -476,7 +220,7 @@ def ensure_extracted(root: str | os.PathLike, fspec: dict, record: dict) -> list
             source = root / ex["member"]
             if not source.exists():
                 raise DownloadError(f"{fspec['name']}: nested archive {ex['member']} not found under {root}")
-            verify_integrity(source, ex.get("kind", _guess_kind(source.name)))
+            verify_integrity(source, ex.get("kind", guess_kind(source.name)))
         log.info("extracting %s -> %s", source.name, root / ex["to"])
         entries = extract(source, root / ex["to"], kind=ex.get("kind") or (None if ex.get("member") else fspec.get("kind")),
                           strip=ex.get("strip"), only=ex.get("only"))
@@ -547,24 +291,6 @@ def download_dataset(name: str, root: str | os.PathLike, sources: dict | str | o
               "finished_at": _now()}
     atomic_write_json(marker_path(root, name, "download"), marker)
     return marker
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock (fcntl.flock) held for the block; waits for other holders."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another job holding %s", path)
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _present(root: Path, present_if: list) -> bool:

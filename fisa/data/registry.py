@@ -31,8 +31,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
+from fisa.utils.markers import MARKER_DIR, marker_path
+
 CLASSES_DIR = Path(__file__).resolve().parent / "classes"
-MARKER_DIR = ".fisa"  # <root>/.fisa/<name>.<stage>.done
 
 
 class DatasetError(ValueError):
@@ -89,6 +90,7 @@ class DatasetMeta:
     prepare_hint: str = ""               # how to create the prepared files
     sources: list[dict] = field(default_factory=list)  # where the class list comes from
     synonyms: str = "fcclip"             # which synonym lists `classes` holds (see SYNONYM_CHOICES)
+    downloads_of: tuple[str, ...] = ()   # other datasets whose downloaded files this one's preparation reads
 
     @property
     def num_classes(self) -> int:
@@ -133,7 +135,7 @@ class DatasetMeta:
 
 SPLIT_ALIASES = {"val2017": "val", "validation": "val", "train2017": "train", "training": "train"}
 
-_PREPARE = "python -m fisa.data.prepare --dataset {name} --root ROOT (Snakemake rule prepare_{name}; " \
+_PREPARE = "python -m fisa.data.prepare --dataset {name} --root ROOT (Snakemake: rule prepare, dataset={name}; " \
            "small preset: python -m fisa.data.synthetic --root ROOT, rule synthetic_data)"
 
 
@@ -194,11 +196,12 @@ _SPECS: dict[str, dict] = {
                       num_classes=65),
     "refcoco": dict(title="RefCOCO (UNC)", ignore_label=255, tasks=("referring",),
                     train_split="train", eval_split="val", bases=("refcoco",),
-                    splits={s: _ref_split("refcoco", s) for s in ("train", "val", "testA", "testB")}, num_classes=0),
+                    splits={s: _ref_split("refcoco", s) for s in ("train", "val", "testA", "testB")}, num_classes=0,
+                    downloads_of=("coco",)),  # the images are COCO's train2014
     "refcocoplus": dict(title="RefCOCO+ (UNC)", ignore_label=255, tasks=("referring",),
                         train_split="train", eval_split="val", bases=("refcoco",),
                         splits={s: _ref_split("refcoco+", s) for s in ("train", "val", "testA", "testB")},
-                        num_classes=0),
+                        num_classes=0, downloads_of=("coco",)),
 }
 
 
@@ -354,11 +357,6 @@ def check_split_size(name: str, split: str, found: int, root: str | Path, allow_
                            f"or allow subsets explicitly (config eval.allow_subset: true / prepare --allow-subset)")
     return {"split": SPLIT_ALIASES.get(split, split), "unit": unit, "expected": expected, "found": int(found),
             "expected_from": source, "subset": subset}
-
-
-def marker_path(root: str | Path, name: str, stage: str = "prepare") -> Path:
-    """`<root>/.fisa/<name>.<stage>.done`: the stage's completion marker (written atomically, last)."""
-    return Path(root) / MARKER_DIR / f"{name}.{stage}.done"
 
 
 def panoptic_gt(name: str, root: str | Path, split: str | None = None) -> tuple[Path, Path]:

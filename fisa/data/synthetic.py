@@ -30,9 +30,10 @@ from PIL import Image
 
 from fisa.utils.io import atomic_path, atomic_write_json
 
-from fisa.utils.markers import data_fingerprint
+from fisa.utils.markers import data_fingerprint, marker_path
+from fisa.utils.panoptic_ids import id2rgb
 
-from .registry import DatasetMeta, declare_expected_sizes, get_meta, list_datasets, marker_path
+from .registry import DatasetMeta, declare_expected_sizes, get_meta, list_datasets
 from .synthetic_scenes import SceneClass, appearance, name_hash, render_scene
 
 # Images per stand-in (keys: dataset names, plus coco_train). pc59 and pc459 share their
@@ -123,12 +124,6 @@ def _distinct(meta: DatasetMeta, chosen: list[int], candidates: list[int], n: in
 
 
 # ---------------------------------------------------------------- file writers
-def id2rgb(ids: np.ndarray) -> np.ndarray:
-    """Segment ids (H,W) -> panopticapi RGB (H,W,3) uint8."""
-    ids = ids.astype(np.uint32)
-    return np.stack([ids % 256, (ids // 256) % 256, (ids // 65536) % 256], axis=-1).astype(np.uint8)
-
-
 def _save(array: np.ndarray, path: Path, fmt: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     kw = {"quality": JPEG_QUALITY} if fmt == "JPEG" else {}

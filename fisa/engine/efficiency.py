@@ -30,9 +30,10 @@ import torch
 
 from fisa.config import config_hash, load_run_config
 from fisa.engine import provenance
-from fisa.engine.common import add_run_config_arg, load_run_model, pick_device, run_main, setup_logging
+from fisa.engine.cli import add_run_config_arg, run_main, setup_logging
 from fisa.engine.inference import predict, run_model
 from fisa.engine.precision import precision_context
+from fisa.engine.run_model import load_run_model, pick_device
 from fisa.utils.io import atomic_write_json
 
 log = logging.getLogger("fisa.efficiency")

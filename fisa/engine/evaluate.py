@@ -34,8 +34,9 @@ from PIL import Image
 
 from fisa.config import config_hash, load_run_config
 from fisa.engine import provenance
-from fisa.engine.common import add_run_config_arg, load_run_model, pick_device, run_main, setup_logging
+from fisa.engine.cli import add_run_config_arg, run_main, setup_logging
 from fisa.engine.inference import predict, referring_masks, run_model
+from fisa.engine.run_model import load_run_model, pick_device
 from fisa.utils.io import atomic_path, atomic_write_json, sha256_of
 
 log = logging.getLogger("fisa.evaluate")
@@ -77,7 +78,7 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
     """Evaluate the run of `resolved` on `dataset_name`; writes predictions and `output`; returns the record."""
     from fisa.data.datasets import build_dataset
     from fisa.data.registry import check_split_size, get_meta, panoptic_gt
-    from fisa.metrics.panoptic import id2rgb
+    from fisa.utils.panoptic_ids import id2rgb
     from fisa.models.variants import get_variant
     from fisa.metrics.semantic import MIOU_GT_CLASSES, MIOU_GT_OR_PRED_CLASSES, MIOU_RULES, SemSegEvaluator
 

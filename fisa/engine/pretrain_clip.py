@@ -257,6 +257,7 @@ def _mean_pairwise_cosine(emb: torch.Tensor) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     from fisa.config import load_config
+    from fisa.engine.cli import preset_entry
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=None)
@@ -266,19 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    config = load_config(args.config)
-    if args.preset not in config["presets"]:
-        print(f"error: --preset {args.preset!r} not in presets ({sorted(config['presets'])})", file=sys.stderr)
+    found = preset_entry(load_config(args.config), args.preset, "backbone", args.backbone)
+    if found is None:
         return 2
-    preset = config["presets"][args.preset]
-    entries = preset.get("backbones", {})
-    if args.backbone not in entries:
-        print(f"error: --backbone {args.backbone!r} not in presets.{args.preset}.backbones ({sorted(entries)})",
-              file=sys.stderr)
-        return 2
+    preset, entry = found
     out = args.output or harness_clip_path(preset["cache_dir"], args.backbone)
     try:
-        pretrain_clip(entries[args.backbone], out, seed=args.seed)
+        pretrain_clip(entry, out, seed=args.seed)
     except ValueError as e:
         print(f"error: backbone {args.backbone!r}: {e}", file=sys.stderr)
         return 1

@@ -12,7 +12,7 @@ rebuilt from the config) and, last and atomically, `done.json`.
 Re-running the same command after a crash or pre-emption resumes from the newest intact
 checkpoint. A run folder that holds the results of another model/train config (the run config
 changed) is moved aside whole, to `<run folder>.replaced-<UTC time>`, and the run starts
-afresh. Deterministic errors exit 65/78 (`fisa.engine.common.run_main`), pre-emption 75.
+afresh. Deterministic errors exit 65/78 (`fisa.engine.cli.run_main`), pre-emption 75.
 Several processes: `torchrun --nproc-per-node 4 -m fisa.engine.train ...` or
 `srun python -m fisa.engine.train ...` (one task per GPU); the global batch stays
 `train.batch_size` (gradient accumulation when micro-batch x processes is smaller).
@@ -32,10 +32,10 @@ import yaml
 
 from fisa.config import config_hash, load_run_config, write_run_config
 from fisa.engine import provenance
-from fisa.engine.common import (MODEL_FINAL, RUN_CONFIG, add_run_config_arg, build_run_model, run_main,
-                                setup_logging, split_batch)
+from fisa.engine.cli import add_run_config_arg, run_main, setup_logging
 from fisa.engine.distributed import DistContext, barrier, cleanup_distributed, init_distributed
 from fisa.engine.loop import LoopConfig, Preempted, lr_lambda, train_loop, trainable_state_dict
+from fisa.engine.run_model import MODEL_FINAL, RUN_CONFIG, build_run_model, split_batch
 from fisa.utils.io import atomic_torch_save, atomic_write_json
 from fisa.utils.markers import run_done_record
 

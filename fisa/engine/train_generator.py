@@ -31,9 +31,10 @@ import torch.nn.functional as F
 
 from fisa.config import load_run_config, write_run_config
 from fisa.engine import provenance
-from fisa.engine.common import RUN_CONFIG, add_run_config_arg, run_main, setup_logging, split_batch
+from fisa.engine.cli import add_run_config_arg, run_main, setup_logging
 from fisa.engine.distributed import barrier, cleanup_distributed, init_distributed
 from fisa.engine.loop import LoopConfig, lr_lambda, train_loop, unwrap
+from fisa.engine.run_model import RUN_CONFIG, split_batch
 from fisa.utils.io import atomic_write_json
 
 log = logging.getLogger("fisa.train_generator")

@@ -31,8 +31,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fisa.utils.io import atomic_write_json
 
 GROUPS = ("All", "Things", "Stuff")
@@ -41,18 +39,6 @@ log = logging.getLogger(__name__)
 
 class PanopticInputError(ValueError):
     """Malformed panoptic input: the message names the file, image id and segment id."""
-
-
-def id2rgb(ids: np.ndarray) -> np.ndarray:
-    """Segment ids [H, W] -> the COCO panoptic RGB encoding uint8 [H, W, 3] (id = R + 256 G + 256^2 B)."""
-    ids = np.asarray(ids, dtype=np.uint32)
-    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
-
-
-def rgb2id(rgb: np.ndarray) -> np.ndarray:
-    """COCO panoptic RGB uint8 [H, W, 3] -> segment ids uint32 [H, W]."""
-    rgb = np.asarray(rgb, dtype=np.uint32)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
 
 
 def _load_json(path: str | os.PathLike, role: str) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fisa.metrics.panoptic import id2rgb
+from fisa.utils.panoptic_ids import id2rgb
 
 
 def _random_box(rng: np.random.Generator, height: int, width: int, min_frac: float, max_frac: float):

@@ -111,7 +111,7 @@ def load_harness_weights(model: nn.Module, cache_dir: str | None, backbone: str 
     if not path.exists():
         raise FileNotFoundError(
             f"harness-pretrained CLIP for backbone {backbone!r} not found: {path}. Make it with "
-            f"`python -m fisa.models.fetch --preset <preset> --backbone {backbone}` (or "
+            f"`python -m fisa.engine.fetch --preset <preset> --backbone {backbone}` (or "
             f"`python -m fisa.engine.pretrain_clip --preset <preset> --backbone {backbone}`)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     try:

@@ -6,7 +6,6 @@ neither gradients nor AdamW's decoupled weight decay can move them (tests prove 
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from fisa.models.variants import is_query_projection, is_text_tower
@@ -112,24 +111,3 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_lr_m
                                 "weight_decay": decay[kind]}
             buckets[key]["params"].append(p)
     return list(buckets.values())
-
-
-def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The trainable parameters only (a ViT-L-14-336 FISA checkpoint is 26.3M values, not all of CLIP)."""
-    return {n: p.detach().clone() for n, p in named_trainable_parameters(model)}
-
-
-def load_trainable_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Load `trainable_state_dict` output into a model built with the same config and variant."""
-    params = dict(model.named_parameters())
-    expected = {n for n, p in params.items() if p.requires_grad}
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - set(params))
-    if missing or unexpected:
-        raise KeyError(f"{source}: trainable parameters do not match the model "
-                       f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                       f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})")
-    with torch.no_grad():
-        for n, t in state.items():
-            if params[n].shape != t.shape:
-                raise ValueError(f"{source}: {n} has shape {tuple(t.shape)}, model expects {tuple(params[n].shape)}")
-            params[n].copy_(t)

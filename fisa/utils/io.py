@@ -44,15 +44,21 @@ def _umask() -> int:
     return mask
 
 
-def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """SHA-256 hex digest of a file, read in chunks (checkpoints can be GBs)."""
+def file_digest(path: str | os.PathLike, algo: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest (`algo`: any hashlib name, e.g. sha256, md5) of a file, read in chunks
+    (checkpoints and archives can be GBs). The one place the project hashes a file."""
     import hashlib
 
-    h = hashlib.sha256()
+    h = hashlib.new(algo)
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of a file (what markers and checkpoint records store)."""
+    return file_digest(path, "sha256")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -30,8 +30,18 @@ RUN_DONE = "done.json"
 RUN_FILES = ("model_final.pt", "run_config.yaml")  # what a finished run's done.json vouches for
 
 
+MARKER_DIR = ".fisa"  # <data root>/.fisa/<name>.<stage>.done
+
+
 class MarkerError(FisaError):
     """A done-marker is missing, unreadable, or vouches for files that changed."""
+
+
+def marker_path(root: str | os.PathLike, name: str, stage: str = "prepare") -> Path:
+    """`<root>/.fisa/<name>.<stage>.done` (stage: download | prepare): a data stage's completion
+    marker, written atomically and last (the workflow's output; workflow/rules/common.smk
+    `data_marker` spells the same path)."""
+    return Path(root) / MARKER_DIR / f"{name}.{stage}.done"
 
 
 def file_records(base: str | os.PathLike, names: Iterable[str]) -> list[dict]:
@@ -127,8 +137,6 @@ def check_data_marker(name: str, root: str | os.PathLike) -> dict:
     Raises MarkerError naming the marker or the first path that differs, and the command
     that re-creates only this dataset.
     """
-    from fisa.data.registry import marker_path
-
     root = Path(root)
     marker = marker_path(root, name)
     fix = _rerun_fix(marker, " (runs already trained or evaluated on it are not redone)")

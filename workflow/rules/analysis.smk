@@ -42,7 +42,7 @@ rule aggregate:
     log:
         log_path("aggregate", "all"),
     conda:
-        CONDA_ENV
+        ANALYSIS_ENV
     threads: rule_threads("aggregate")
     resources:
         **rule_resources("aggregate"),
@@ -73,7 +73,7 @@ for _target in TARGETS:
         log:
             log_path("aggregate", _target),
         conda:
-            CONDA_ENV
+            ANALYSIS_ENV
         threads: rule_threads("aggregate")
         resources:
             **rule_resources("aggregate"),
@@ -98,7 +98,7 @@ for _target in TARGETS:
             log:
                 log_path("tables", _target),
             conda:
-                CONDA_ENV
+                ANALYSIS_ENV
             threads: rule_threads("tables")
             resources:
                 **rule_resources("tables"),
@@ -165,7 +165,7 @@ rule scorecard:
     log:
         log_path("scorecard", "all"),
     conda:
-        CONDA_ENV
+        ANALYSIS_ENV
     threads: rule_threads("tables")
     resources:
         **rule_resources("tables"),
@@ -193,7 +193,7 @@ rule training_curves:
     log:
         log_path("curves", "{table}"),
     conda:
-        CONDA_ENV
+        ANALYSIS_ENV
     threads: rule_threads("figures")
     resources:
         **rule_resources("figures"),

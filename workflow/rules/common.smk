@@ -12,11 +12,16 @@ from snakemake.exceptions import WorkflowError
 from fisa.config import (ConfigError, config_hash, eval_datasets, experiment_names, experiment_seeds,
                          generator_run_config, is_optional, preset_name, resources_for, run_config, run_dir_of,
                          validate_config, write_run_config)
+from fisa.data.registry import get_meta, list_datasets
+from fisa.utils.markers import marker_path
 
 # Paths of the repository (not of --directory): the schema and the targets travel with the code.
 REPO = Path(workflow.basedir)
 # Conda environment of every job (with --software-deployment-method conda).
 CONDA_ENV = str(REPO / "envs/fisa.yaml")
+# The analysis rules that need no torch (aggregate, tables, scorecard, training curves): a
+# small env (figures keep CONDA_ENV: the qualitative figure reads images through fisa.data).
+ANALYSIS_ENV = str(REPO / "envs/analysis.yaml")
 
 # `--config with_optional=true` arrives as a string; accept the usual spellings.
 if isinstance(config.get("with_optional"), str):
@@ -76,7 +81,7 @@ for _target, _spec in TARGETS.items():
 TABLES = [t for t in TARGETS if t.startswith("table")]
 FIGURES = [t for t in TARGETS if not t.startswith("table")]
 
-ALL_DATASETS = ["coco", "ade150", "ade847", "pc59", "pc459", "mapillary", "refcoco", "refcocoplus"]
+ALL_DATASETS = list_datasets()  # the registry (fisa/data/registry.py) is the one list of datasets
 
 
 # Config files are written by local rules (workflow/rules/configs.smk), never while the DAG is
@@ -156,7 +161,7 @@ def target_experiments(target):
 
 # ---- paths --------------------------------------------------------------------------------
 def data_marker(dataset, stage="prepare"):
-    return f"{DATA_ROOT}/.fisa/{dataset}.{stage}.done"
+    return str(marker_path(DATA_ROOT, dataset, stage))  # fisa.utils.markers: the path fisa.data writes
 
 
 def run_dir(experiment, seed):
@@ -234,6 +239,13 @@ def rule_resources(rule):
     else:
         res["cpus_per_task"] = cpus
     return res
+
+
+def job_group(rule):
+    """The `group:` of `rule`'s jobs (presets.<P>.resources.<rule>.group, default none): with
+    --profile slurm, jobs of one group go to SLURM together, `group-components` of them per
+    SLURM job (slurm/config.yaml). Ignored when running locally."""
+    return resources_for(config, rule, PRESET).get("group")
 
 
 def rule_threads(rule):

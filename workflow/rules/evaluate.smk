@@ -19,6 +19,7 @@ rule evaluate:
     conda:
         CONDA_ENV
     threads: rule_threads("evaluate")
+    group: job_group("evaluate")
     resources:
         **rule_resources("evaluate"),
     shell:

@@ -1,8 +1,9 @@
 # Inputs that shape an output besides the config: the analysis data files (layouts, targets,
 # paper numbers), class lists and prompt templates. Each rule lists, as inputs, small files
-# holding exactly its share of them, so an edit reruns exactly what it shapes (Snakemake's
-# mtime trigger) and nothing else. Plain Python; analysis.smk, evaluate.smk and train.smk
-# use it.
+# holding exactly its share of them, so an edit reruns exactly what it shapes and nothing
+# else. The files are written by local rules (`target_section`, `template_set`) whose params
+# trigger is their content: nothing is written while the DAG is parsed. analysis.smk,
+# evaluate.smk and train.smk use `SECTIONS` / `text_inputs`.
 import json
 
 from fisa.utils.io import atomic_write_text
@@ -14,15 +15,6 @@ TEMPLATES_FILE = REPO / "fisa/models/prompt_templates.json"
 CLASSES_DIR = REPO / "fisa/data/classes"
 
 
-def _write_if_changed(path, text):
-    """Write `text` to `path` (atomically) unless it already holds it: its mtime then moves
-    only on a real change, which is what Snakemake's mtime rerun trigger compares."""
-    path = Path(path)
-    if not (path.exists() and path.read_text() == text):
-        atomic_write_text(path, text)
-    return str(path)
-
-
 def _paper_rows(tables):
     import csv
 
@@ -31,7 +23,7 @@ def _paper_rows(tables):
 
 
 def _target_section(target):
-    """What of the three analysis data files shapes `target`, as one YAML file (its path).
+    """What of the three analysis data files shapes `target` (the content of its section file).
 
     A table reads its layout, its targets.yaml entry and its `paper_table`'s rows of
     paper_numbers.csv; a figure its `figures:` layout, its entry, and the paper tables named
@@ -46,11 +38,11 @@ def _target_section(target):
     else:
         layout = (layouts.get("figures") or {}).get(target)
         tables = {target.split("_")[0]} | {p.get("table") for p in ((layout or {}).get("paper_points") or {}).values()}
-    section = {"layout": layout, "target": TARGETS[target], "paper_numbers": _paper_rows(tables)}
-    return _write_if_changed(f"{SECTIONS_DIR}/{target}.yaml", yaml.safe_dump(section, sort_keys=True))
+    return {"layout": layout, "target": TARGETS[target], "paper_numbers": _paper_rows(tables)}
 
 
-SECTIONS = {t: _target_section(t) for t in TARGETS}
+# what a table/figure rule lists as its `section` input (rule `target_section` writes it)
+SECTIONS = {t: f"{SECTIONS_DIR}/{t}.yaml" for t in TARGETS}
 
 with open(TEMPLATES_FILE) as _f:
     _TEMPLATE_SETS = json.load(_f)
@@ -66,6 +58,43 @@ def text_inputs(experiment, dataset):
         out.append(str(classes))
     name = resolved(experiment)["model"]["prompt_templates"]
     if isinstance(name, str) and name in _TEMPLATE_SETS:
-        out.append(_write_if_changed(f"{SECTIONS_DIR}/templates/{name}.json",
-                                     json.dumps(_TEMPLATE_SETS[name], indent=1) + "\n"))
+        out.append(f"{SECTIONS_DIR}/templates/{name}.json")
     return out
+
+
+def _template_text(name):
+    return json.dumps(_TEMPLATE_SETS[name], indent=1) + "\n"
+
+
+def _section_text(target):
+    return yaml.safe_dump(_target_section(target), sort_keys=True)
+
+
+localrules:
+    target_section,
+    template_set,
+
+
+rule target_section:
+    """One table/figure's share of layouts.yaml, targets.yaml and paper_numbers.csv (rewritten
+    only when that share changes: the params trigger holds its content)."""
+    output:
+        f"{SECTIONS_DIR}/{{target}}.yaml",
+    wildcard_constraints:
+        target="|".join(sorted((re.escape(t) for t in TARGETS), key=len, reverse=True)),
+    params:
+        content=lambda wc: hashlib.sha256(_section_text(wc.target).encode()).hexdigest()[:16],
+    run:
+        atomic_write_text(output[0], _section_text(wildcards.target))
+
+
+rule template_set:
+    """One prompt-template set of fisa/models/prompt_templates.json (rewritten only when it changes)."""
+    output:
+        f"{SECTIONS_DIR}/templates/{{name}}.json",
+    wildcard_constraints:
+        name="|".join(sorted((re.escape(n) for n in _TEMPLATE_SETS), key=len, reverse=True)),
+    params:
+        content=lambda wc: hashlib.sha256(_template_text(wc.name).encode()).hexdigest()[:16],
+    run:
+        atomic_write_text(output[0], _template_text(wildcards.name))

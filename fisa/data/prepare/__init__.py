@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from fisa.utils.io import atomic_write_json
-from fisa.utils.markers import data_fingerprint
+from fisa.utils.markers import data_fingerprint, marker_path
 
 from . import ade150, ade847, coco, mapillary, pascal_context, refcoco
 from .common import PrepareError
@@ -38,14 +38,9 @@ PREPARERS: dict[str, tuple[Callable, Callable]] = {
 }
 
 
-def marker_path(root: str | Path, name: str) -> Path:
-    """`ROOT/.fisa/<name>.prepare.done`."""
-    return Path(root) / ".fisa" / f"{name}.prepare.done"
-
-
 def _input_records(root: Path, name: str) -> list[dict]:
     """The download step's records of this dataset's files (sha256 of every input)."""
-    dl = Path(root) / ".fisa" / f"{name}.download.done"
+    dl = marker_path(root, name, "download")
     if not dl.exists():
         return []
     try:
@@ -137,4 +132,4 @@ def prepare_dataset(name: str, root: str | Path, *, check_only: bool = False, wo
     return record
 
 
-__all__ = ["prepare_dataset", "marker_path", "PREPARERS", "PrepareError"]
+__all__ = ["prepare_dataset", "PREPARERS", "PrepareError"]

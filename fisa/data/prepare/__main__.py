@@ -6,7 +6,9 @@ import logging
 import os
 import sys
 
-from . import PrepareError, marker_path, prepare_dataset, PREPARERS
+from fisa.utils.markers import marker_path
+
+from . import PrepareError, prepare_dataset, PREPARERS
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,8 +29,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fisa.utils.panoptic_ids import id2rgb
+
 from .common import (PrepareError, check_pairs, load_json, mask_bbox, parallel_map, read_image, require,
-                     save_png, write_json, id2rgb)
+                     save_png, write_json)
 
 log = logging.getLogger("fisa.data.prepare.ade150")
 

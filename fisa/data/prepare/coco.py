@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import (PrepareError, count_files, load_json, parallel_map, read_image, require,
-                     rgb2id, save_png)
+from fisa.utils.panoptic_ids import rgb2id
+
+from .common import PrepareError, count_files, load_json, parallel_map, read_image, require, save_png
 
 SPLITS = ("val2017", "train2017")
 

@@ -85,18 +85,6 @@ def load_json(path: Path) -> Any:
         raise PrepareError(f"{path} is not valid JSON: {e}") from None
 
 
-def rgb2id(color: np.ndarray) -> np.ndarray:
-    """COCO panoptic PNG colour -> segment id (id = R + 256 G + 256^2 B), as panopticapi."""
-    color = color.astype(np.uint32)
-    return color[..., 0] + 256 * color[..., 1] + 256 * 256 * color[..., 2]
-
-
-def id2rgb(ids: np.ndarray) -> np.ndarray:
-    """Segment id map -> (H,W,3) uint8 colour, the inverse of rgb2id."""
-    ids = ids.astype(np.uint32)
-    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
-
-
 def mask_bbox(mask: np.ndarray) -> list[int]:
     """[x, y, width, height] of a non-empty boolean mask (COCO convention, inclusive extent)."""
     cols = np.flatnonzero(mask.any(axis=0))

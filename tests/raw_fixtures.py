@@ -351,4 +351,4 @@ def declare_miniature_sizes(root: str | Path, names=None) -> None:
     from fisa.data.registry import declare_expected_sizes
 
     for name in names or MINIATURE_SIZES:
-        declare_expected_sizes(root, name, MINIATURE_SIZES[name], "fisa.data.raw_fixtures")
+        declare_expected_sizes(root, name, MINIATURE_SIZES[name], "tests/raw_fixtures.py")

@@ -1,4 +1,4 @@
-"""`python -m fisa.models.fetch` on the small preset (nothing to download) and its errors; QuickGELU."""
+"""`python -m fisa.engine.fetch` on the small preset (nothing to download) and its errors; QuickGELU."""
 import json
 from pathlib import Path
 from unittest import mock
@@ -6,7 +6,7 @@ from unittest import mock
 import pytest
 
 from fisa.models.clip_backbone import create_clip, uses_quick_gelu
-from fisa.models.fetch import main
+from fisa.engine.fetch import main
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "config.yaml")
 
@@ -77,7 +77,7 @@ def test_converted_generator_download_resumes_and_checks_the_d2_name_sha(tmp_pat
     sys.path.insert(0, str(Path(__file__).parent))
     from test_download_helpers import FileServer
 
-    from fisa.models.fetch import download_checkpoint, expected_sha256, fetch_generator
+    from fisa.engine.fetch import download_checkpoint, expected_sha256, fetch_generator
 
     assert expected_sha256("https://x/model_final_94dc52.pkl") == "94dc52"
     assert expected_sha256("https://x/model_final_94dc52.pkl", "AB" * 32) == "ab" * 32
@@ -152,7 +152,7 @@ def test_paper_backbone_loads_hub_layout_offline(tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
     from fisa.config import load_config
-    from fisa.models.fetch import fetch_backbone
+    from fisa.engine.fetch import fetch_backbone
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     entry = load_config(CONFIG)["presets"]["paper"]["backbones"]["vit_b16"]
@@ -186,7 +186,7 @@ def test_paper_hub_generator_loads_offline(tmp_path, monkeypatch):
     import torch
 
     from fisa.config import load_config
-    from fisa.models.fetch import fetch_generator
+    from fisa.engine.fetch import fetch_generator
     from fisa.models.generator import build_generator_architecture, load_generator
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)

@@ -1,13 +1,13 @@
 """Download a preset's pretrained weights into its cache_dir (the workflow's fetch rules).
 
-    python -m fisa.models.fetch --config config.yaml --preset paper --backbone vit_l14_336
-    python -m fisa.models.fetch --config config.yaml --preset paper --generator swin_b
-    python -m fisa.models.fetch --config config.yaml --preset paper --generator r50   # download + convert
+    python -m fisa.engine.fetch --config config.yaml --preset paper --backbone vit_l14_336
+    python -m fisa.engine.fetch --config config.yaml --preset paper --generator swin_b
+    python -m fisa.engine.fetch --config config.yaml --preset paper --generator r50   # download + convert
 
 Backbones: open_clip weights of `pretrained` into <cache_dir>/open_clip (nothing to do for
 `pretrained: null`); `source: harness` backbones are pre-trained by the harness
 (`fisa.engine.pretrain_clip`) into <cache_dir>/clip/<name>.pt. Generators: `hub` ids into <cache_dir>/huggingface; `converted` downloads the
-detectron2 .pkl into <cache_dir>/downloads (resumed, retried, sha256-checked) and converts it to <cache_dir>/generators/<name>/;
+detectron2 .pkl into <cache_dir>/downloads (fisa.utils.http: resumed, retried, sha256-checked) and converts it to <cache_dir>/generators/<name>/;
 `harness` generators are made by `train_generator` (nothing to fetch). Ends by writing
 <cache_dir>/.done/<backbone|generator>_<name>.json atomically.
 """
@@ -20,9 +20,10 @@ import sys
 from pathlib import Path
 
 from fisa.config import load_config
+from fisa.engine.cli import preset_entry
 from fisa.utils.io import atomic_write_json
 
-log = logging.getLogger("fisa.models.fetch")
+log = logging.getLogger("fisa.engine.fetch")
 
 
 def done_path(cache_dir: str | Path, kind: str, name: str) -> Path:
@@ -70,10 +71,11 @@ def expected_sha256(url: str, sha256: str | None = None) -> str | None:
 
 
 def download_checkpoint(url: str, dest: Path, sha256: str | None = None, **fetch_kw) -> Path:
-    """Download `url` to `dest` with the data library's resuming, retrying HTTP fetch
-    (fisa.data.download.http_fetch) and check its sha256 (full, or the detectron2 name prefix)
-    before it gets its final name; a file already at `dest` is checked the same way."""
-    from fisa.data.download import DownloadError, file_digest, http_fetch
+    """Download `url` to `dest` with the resuming, retrying fetch of fisa.utils.http and check its
+    sha256 (full, or the detectron2 name prefix) before it gets its final name; a file already at
+    `dest` is checked the same way."""
+    from fisa.utils.http import checksum_mismatch, fetch
+    from fisa.utils.io import sha256_of
 
     want = expected_sha256(url, sha256)
 
@@ -81,23 +83,15 @@ def download_checkpoint(url: str, dest: Path, sha256: str | None = None, **fetch
         if want is None:
             log.warning("%s: no checksum known (add `sha256:` to the generator entry)", url)
             return
-        got = file_digest(path)
+        got = sha256_of(path)
         if not got.startswith(want):
-            raise DownloadError(f"{url}: sha256 mismatch: expected {want}{'...' if len(want) < 64 else ''}, "
-                                f"got {got} ({path}); the download is corrupt or the source changed")
+            raise checksum_mismatch(url, "sha256", want, got, path)
 
     if dest.exists():
         check(dest)
         return dest
     log.info("downloading %s -> %s", url, dest)
-    part = http_fetch([url], dest, **fetch_kw)  # retries / backoff / timeout
-    try:
-        check(part)
-    except DownloadError:
-        part.unlink(missing_ok=True)  # a wrong file must not be resumed from next time
-        raise
-    part.replace(dest)
-    return dest
+    return fetch([url], dest, check, **fetch_kw)  # resume / retries / backoff / timeout; a wrong body is deleted
 
 
 def fetch_generator(name: str, entry: dict, cache_dir: str | Path) -> dict:
@@ -132,25 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     what.add_argument("--generator", help="logical generator name of the preset (e.g. swin_b)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    config = load_config(args.config)
-    if args.preset not in config["presets"]:
-        print(f"error: --preset {args.preset!r} not in presets ({sorted(config['presets'])})", file=sys.stderr)
-        return 2
-    preset = config["presets"][args.preset]
-    cache_dir = preset["cache_dir"]
     kind, name = ("backbone", args.backbone) if args.backbone else ("generator", args.generator)
-    entries = preset.get(f"{kind}s", {})
-    if name not in entries:
-        print(f"error: --{kind} {name!r} not in presets.{args.preset}.{kind}s ({sorted(entries)})", file=sys.stderr)
+    found = preset_entry(load_config(args.config), args.preset, kind, name)
+    if found is None:
         return 2
+    preset, entry = found
+    cache_dir = preset["cache_dir"]
     try:
-        result = fetch_backbone(entries[name], cache_dir, name) if kind == "backbone" \
-            else fetch_generator(name, entries[name], cache_dir)
-    except (ValueError, OSError, RuntimeError) as e:  # RuntimeError: fisa.data.download.DownloadError
+        result = fetch_backbone(entry, cache_dir, name) if kind == "backbone" else fetch_generator(name, entry, cache_dir)
+    except (ValueError, OSError, RuntimeError) as e:  # RuntimeError: fisa.utils.http.DownloadError
         print(f"error: {kind} {name!r}: {e}", file=sys.stderr)
         return 1
     atomic_write_json(done_path(cache_dir, kind, name), {"kind": kind, "name": name, "preset": args.preset,
-                                                          "entry": entries[name], **result})
+                                                          "entry": entry, **result})
     log.info("%s %s: %s", kind, name, result["action"])
     return 0
 
