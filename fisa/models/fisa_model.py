@@ -41,8 +41,8 @@ class FisaModel(nn.Module):
         blocks = tower.blocks
         width, embed_dim = tower.width, tower.output_dim
         self.patch_size = tower.patch_size
-        self.num_proposals = int(model_cfg.get("num_proposals", 100))
-        self.image_size = model_cfg.get("clip", {}).get("image_size")
+        self.num_proposals = int(model_cfg["num_proposals"])
+        self.image_size = model_cfg["clip"]["image_size"]
         self.templates = prompt_templates(model_cfg["prompt_templates"])
         self.synonyms, self.void = model_cfg["synonyms"], model_cfg["void"]  # docs/choices.md
         apply_synonym_mode([["a"]], self.synonyms)  # fail early on an unknown mode
@@ -55,7 +55,7 @@ class FisaModel(nn.Module):
         if self.spec.seve:
             self.seve, self.seve_blocks = build_seve(model_cfg["seve"], [b.attn.num_heads for b in blocks],
                                                      width, embed_dim)
-            layers = int(model_cfg.get("adapter_layers", 2))
+            layers = int(model_cfg["adapter_layers"])
             if not 0 <= layers <= 8:
                 raise ValueError(f"model.adapter_layers: expected 0-8, got {layers}")
             if layers:
@@ -63,7 +63,7 @@ class FisaModel(nn.Module):
         # No-object logit = scale * <normalised region, no_object_embedding>. Zero at init: the
         # untrained baseline never prefers "no object" over a class (CLIP cosines are > 0).
         self.no_object_embedding = nn.Parameter(torch.zeros(embed_dim))
-        scale = model_cfg.get("logit_scale")
+        scale = model_cfg["logit_scale"]
         self.register_buffer("logit_scale", torch.tensor(float(scale) if scale is not None
                                                          else float(clip.logit_scale.detach().exp())), persistent=False)
         mean = getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
@@ -72,7 +72,7 @@ class FisaModel(nn.Module):
         self.register_buffer("clip_std", torch.tensor(std).view(1, 3, 1, 1) * 255, persistent=False)
         self._vocabulary_cache: dict = {}
         if self.spec.lora:
-            inject_lora(visual, model_cfg.get("lora_rank"))
+            inject_lora(visual, model_cfg["lora_rank"])
         apply_variant(self, self.spec)
         if self.void != "learned":  # the void class is CLIP's text for "other": nothing to learn
             self.no_object_embedding.requires_grad_(False)
