@@ -101,19 +101,23 @@ def time_side_by_side(args: dict) -> dict:
     "paired_ratio": {"cpu"/"wall": ratio_spread}, "clock": the clock of the headline ratio}."""
     import torch
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(args["threads"])
-    runs = {v: _setup(args, v)[0] for v in ("baseline", "fisa")}
-    for _ in range(args["warmup"]):
-        for run in runs.values():
-            run()
-    cpu: dict[str, list[float]] = {v: [] for v in runs}
-    wall: dict[str, list[float]] = {v: [] for v in runs}
-    for i in range(args["repeats"]):
-        for v in (("baseline", "fisa") if i % 2 == 0 else ("fisa", "baseline")):
-            c, t = time.process_time(), time.perf_counter()
-            runs[v]()
-            wall[v].append(time.perf_counter() - t)
-            cpu[v].append(time.process_time() - c)
+    try:
+        runs = {v: _setup(args, v)[0] for v in ("baseline", "fisa")}
+        for _ in range(args["warmup"]):
+            for run in runs.values():
+                run()
+        cpu: dict[str, list[float]] = {v: [] for v in runs}
+        wall: dict[str, list[float]] = {v: [] for v in runs}
+        for i in range(args["repeats"]):
+            for v in (("baseline", "fisa") if i % 2 == 0 else ("fisa", "baseline")):
+                c, t = time.process_time(), time.perf_counter()
+                runs[v]()
+                wall[v].append(time.perf_counter() - t)
+                cpu[v].append(time.process_time() - c)
+    finally:
+        torch.set_num_threads(threads)
     out = {v: {"median_cpu_s": statistics.median(cpu[v]), "median_wall_s": statistics.median(wall[v]),
                "min_wall_s": min(wall[v])} for v in runs}
     out["paired_ratio"] = {name: ratio_spread([f / b for f, b in zip(clock["fisa"], clock["baseline"])])
