@@ -13,6 +13,8 @@ from fisa.models.mask_attention import encode_with_mask_tokens, mask_token_block
 
 TINY = {"model": "fisa-tiny-vit-l", "pretrained": None, "image_size": 64}
 PATCH_MASK = {"rule": "maskclip", "threshold": 0.5}
+# FisaModel.loss's arguments as the engine passes them from `train` (the dense criterion: no sampling)
+LOSS = {"weights": {"ce": 2.0, "dice": 5.0, "bce": 5.0}, "no_object_weight": 0.1, "criterion": {"type": "dense"}}
 
 
 def model_cfg(**over):

@@ -8,7 +8,7 @@ from fisa.models.clip_backbone import register_model_configs
 from fisa.models.parameters import (load_trainable_state_dict, param_groups, trainable_by_group,
                                     trainable_parameters, trainable_state_dict)
 
-from test_models_mask_attention import model_cfg
+from test_models_mask_attention import LOSS, model_cfg
 
 DEPTH, WIDTH = 4, 64  # fisa-tiny-vit-l
 
@@ -58,7 +58,7 @@ def test_simo_kv_rows_bit_identical_q_rows_move():
     model.train()
     for _ in range(3):
         out = model(torch.rand(1, 3, 64, 64) * 255, vocab)
-        loss = model.loss(out, targets)["loss"]
+        loss = model.loss(out, targets, **LOSS)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -9,7 +9,7 @@ from torch import nn
 from fisa.models.distribution_adapter import DistributionAdapter
 from fisa.models.eva_backbone import vision_tower
 from fisa.models.generator import generator_proposals
-from fisa.models.loss import DEFAULT_WEIGHTS, set_criterion
+from fisa.models.loss import set_criterion
 from fisa.models.mask_attention import encode_with_mask_tokens
 from fisa.models.oracle import no_object_logits, oracle_class_logits, oracle_proposals
 from fisa.models.seve import build_seve
@@ -193,15 +193,14 @@ class FisaModel(nn.Module):
             return dict.fromkeys(self.seve_blocks, self.seve["shared"])
         return {int(k): m for k, m in self.seve.items()}
 
-    def loss(self, outputs: dict, targets: list[dict], weights: dict | None = None,
-             no_object_weight: float | None = None, criterion: dict | None = None,
+    def loss(self, outputs: dict, targets: list[dict], weights: dict, no_object_weight: float, criterion: dict,
              generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Eq. 6 (see loss.py): {loss_ce, loss_dice, loss_bce, loss}; weights default {ce: 2, dice: 5, bce: 5};
-        no_object_weight: CE weight of the no-object class; criterion: `train.criterion` ({type:
-        point|dense, ...}); None = the dense criterion (unit tests). The engine passes the config's."""
-        extra = {} if no_object_weight is None else {"no_object_weight": no_object_weight}
-        return set_criterion(outputs, targets, weights or DEFAULT_WEIGHTS, criterion=criterion,
-                             generator=generator, **extra)
+        """Eq. 6 (see loss.py): {loss_ce, loss_dice, loss_bce, loss}. The config's values, no defaults:
+        weights `train.loss_weights` {ce, dice, bce}; no_object_weight `train.no_object_weight` (CE weight of
+        the no-object class); criterion `train.criterion` ({type: point|dense, ...}); generator: the point
+        criterion's random source (default torch's RNG)."""
+        return set_criterion(outputs, targets, weights, no_object_weight=no_object_weight, criterion=criterion,
+                             generator=generator)
 
     # ----------------------------------------------------------------- notebook API
     @torch.no_grad()
