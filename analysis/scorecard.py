@@ -169,16 +169,26 @@ def to_markdown(card: pd.DataFrame, preset: str, settings: Settings) -> str:
         out.append(f"| {r.table} | {r.row} | {r.column} | {r.paper:g} | {ours} | {_num(r.mean - r.paper, '+.1f')} | "
                    f"[{_num(r.ci_low)}, {_num(r.ci_high)}] | {r.verdict} {MARKS[r.verdict]} |")
     out += ["", "## Provenance", "",
-            "| experiment | commit | config hash | checkpoint sha256 | dataset checksum |",
-            "| --- | --- | --- | --- | --- |"]
+            "Per experiment and dataset: the commit, config hash, checkpoint and dataset checksum (SHA-256 "
+            "of the evaluated split's annotation files, `fisa.engine.provenance.dataset_checksum`) of the "
+            "results behind its numbers, and the metrics as read (evaluator rule).", "",
+            "| experiment | dataset | commit | config hash | checkpoint sha256 | dataset checksum | metrics read |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
     judged = card[(card.kind == "cell") & (card.n > 0)]
-    for exp, g in judged.groupby("experiment", sort=True):
+    for (exp, dataset), g in judged.groupby(["experiment", "dataset"], sort=True, dropna=False):
         first = g.iloc[0]
-        out.append(f"| {exp} | {_short(first.commit, 10)} | {first.config_hash or 'unknown'} | "
-                   f"{_short(first.checkpoint_sha256, 12)} | {_short(first.dataset_checksum, 12)} |")
+        read = ", ".join(sorted(set(g.metric_read.astype(str)) - {"", "nan"}))
+        out.append(f"| {exp} | {dataset} | {_short(first.commit, 10)} | {first.config_hash or 'unknown'} | "
+                   f"{_short(first.checkpoint_sha256, 12)} | {_short(_bare(first.dataset_checksum), 12)} | "
+                   f"{read or '-'} |")
     out += ["", f"Every number with its basis: `results/{preset}/reproduction/scorecard.csv`. "
                 f"Regenerate: `snakemake scorecard --config preset={preset}`."]
     return "\n".join(out) + "\n"
+
+
+def _bare(checksum: str) -> str:
+    """Checksums without their algorithm prefix ("sha256:"), so that a short form shows the digest."""
+    return "; ".join(t.strip().split(":", 1)[-1] for t in str(checksum or "").split(";")) if checksum else ""
 
 
 def _short(text: str, n: int) -> str:

@@ -135,8 +135,12 @@ def devices_of(metrics: pd.DataFrame, experiment: str, column: Mapping[str, Any]
 # ---------------------------------------------------------------- judging a table
 
 
-def _provenance(metrics: pd.DataFrame, experiments: list[str]) -> dict[str, str]:
+def _provenance(metrics: pd.DataFrame, experiments: list[str], dataset: str | None = None) -> dict[str, str]:
+    """commit, config hash, checkpoint sha256 and dataset checksum of the results behind a number
+    (those of `experiments` on `dataset`; None or "*": any), each distinct value once, joined by '; '."""
     sel = metrics[metrics.experiment.isin(experiments)]
+    if dataset not in (None, "*") and "dataset" in sel:  # "*": efficiency columns, any dataset
+        sel = sel[sel.dataset == dataset]
     out = {}
     for key in ("commit", "config_hash", "checkpoint_sha256", "dataset_checksum"):
         vals = sorted(set(sel[key].fillna("").astype(str)) - {""}) if key in sel else []
@@ -201,7 +205,7 @@ def judge_layout(table: str, layout: Mapping[str, Any], paper_of: Callable[[str,
             tol = settings.tolerance(c, p)
             out.append(_row(table, r["label"], c, p, s, verdict(p, s, tol), basis, "cell", exp, tol,
                             metric_name(metrics, exp, c["dataset"], c["metric"], settings.miou_rule),
-                            _provenance(metrics, [exp])))
+                            _provenance(metrics, [exp], c.get("dataset"))))
     ref_label = layout.get("difference_to")
     if ref_label:
         ref = next((r for r in exp_rows if r["label"] == ref_label), None)
@@ -221,7 +225,7 @@ def judge_layout(table: str, layout: Mapping[str, Any], paper_of: Callable[[str,
                 out.append(_row(table, f"{r['label']} - {ref['label']}", c, p, s, verdict(p, s, tol), basis,
                                 "difference", f"{r['experiment']} - {ref['experiment']}", tol,
                                 metric_name(metrics, r["experiment"], c["dataset"], c["metric"], settings.miou_rule),
-                                _provenance(metrics, [r["experiment"], ref["experiment"]])))
+                                _provenance(metrics, [r["experiment"], ref["experiment"]], c.get("dataset"))))
     return out
 
 

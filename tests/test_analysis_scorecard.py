@@ -253,3 +253,18 @@ def test_every_table_renders_with_intervals_and_marks(table3a, target, tmp_path)
     assert tex.isascii() and "Student-t interval" in tex.replace("\\", "")
     n_repro = sum(ln.source.startswith("reproduced") for ln in table.lines)
     assert sum(ln.source == T.SOURCE_INTERVAL for ln in table.lines) == n_repro
+
+
+def test_scorecard_rows_carry_the_dataset_checksum_of_their_dataset(tmp_path):
+    """Every number's provenance holds the checksum of the split it was evaluated on, per dataset."""
+    sums = {"ade150": "sha256:" + "a" * 64, "coco": "sha256:" + "c" * 64}
+    paths = [write_eval(tmp_path, "fisa_main", s, d, {"PQ": 20.0 + s, "mIoU": 30.0 + s},
+                        provenance={"dataset_checksum": sums[d], "checkpoint_sha256": "f" * 64})
+             for s in range(3) for d in sums]
+    metrics = agg.aggregate("small", paths, classes_of=classes_of)[0]
+    card = S.build_scorecard(metrics, "small", SETTINGS)
+    main = card[(card.table == "table1") & (card.row == "FISA")]
+    for d, col in (("ade150", "ADE150 PQ"), ("coco", "COCO PQ")):
+        assert main[main.column == col].dataset_checksum.tolist() == [sums[d]]
+    md = S.to_markdown(card, "small", SETTINGS)
+    assert "| fisa_main | ade150 | " in md and "| " + "a" * 12 + " |" in md and "| " + "c" * 12 + " |" in md

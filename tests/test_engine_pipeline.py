@@ -129,6 +129,9 @@ def test_prediction_files_and_record(fisa, small):
     assert set(rec["per_class"]) <= {c[0] for c in meta.classes} and rec["per_class"]
     p = rec["provenance"]
     assert p["config_hash"] and p["checkpoint"].endswith("model_final.pt") and len(p["checkpoint_sha256"]) == 64
+    from fisa.engine.provenance import dataset_checksum
+
+    assert p["dataset_split"] == "val" and p["dataset_checksum"] == dataset_checksum("ade150", "val", r["data_root"])
     assert p["timings"]["total_s"] > 0 and p["seed"] == 0
     # the whole stand-in split, checked against the size the synthetic generator declared
     assert rec["subset"] is False and rec["dataset_size"]["expected"] == rec["dataset_size"]["found"] == len(sem)

@@ -29,6 +29,7 @@ from fisa.data.registry import get_meta, panoptic_gt
 from fisa.data.synthetic import generate
 from fisa.engine import evaluate as evaluate_module
 from fisa.engine import inference
+from fisa.engine.provenance import dataset_checksum
 
 LOGIT = 50.0
 SEGMENT_DATASETS = ("coco", "ade150", "ade847", "pc59", "pc459", "mapillary")
@@ -127,6 +128,10 @@ def test_oracle_scores_100(tmp_path, monkeypatch, data_root, dataset):
     rec, out, ds, meta = _run(tmp_path, monkeypatch, data_root, dataset)
     m = rec["metrics"]
     assert m["mIoU"] == 100.0 and m["pACC"] == 100.0 and m["mACC"] == 100.0, m
+    # provenance: the checksum of the split's annotations, the one the scorecard shows
+    p = rec["provenance"]
+    assert p["dataset_split"] == meta.eval_split
+    assert p["dataset_checksum"] == dataset_checksum(dataset, meta.eval_split, data_root)
     if "panoptic" in meta.tasks:
         assert m["PQ"] == m["SQ"] == m["RQ"] == 100.0, m
     # the written semantic predictions are the ground truth, 16-bit beyond 255 classes
@@ -168,6 +173,7 @@ def test_swapping_two_classes_costs_exactly_their_share(tmp_path, monkeypatch, d
 def test_referring_oracle_scores_100_and_a_wrong_mask_costs_its_share(tmp_path, monkeypatch, data_root):
     rec, *_ = _run(tmp_path / "right", monkeypatch, data_root, "refcoco")
     assert rec["metrics"]["mIoU"] == rec["metrics"]["oIoU"] == 100.0, rec["metrics"]
+    assert rec["provenance"]["dataset_checksum"] == dataset_checksum("refcoco", "val", data_root)
     assert all(rec["metrics"][f"P@{t}"] == 100.0 for t in (0.5, 0.6, 0.7, 0.8, 0.9)), rec["metrics"]
 
     ds = build_dataset("refcoco", get_meta("refcoco").eval_split, str(data_root))

@@ -11,7 +11,7 @@ from fisa.models.eva_backbone import EvaSplitAttention, split_eva_attention
 from fisa.models.mask_attention import encode_with_mask_tokens
 from fisa.models.parameters import param_groups, trainable_by_group
 
-from test_models_mask_attention import PATCH_MASK, model_cfg
+from test_models_mask_attention import LOSS, PATCH_MASK, model_cfg
 
 EVA = {"model": "fisa-tiny-eva", "pretrained": None, "image_size": 64}
 
@@ -59,7 +59,7 @@ def test_eva_simo_kv_bit_identical_and_groups():
     model.train()
     for _ in range(2):
         out = model(torch.rand(1, 3, 64, 64) * 255, vocab)
-        loss = model.loss(out, [{"labels": torch.tensor([1]), "masks": torch.rand(1, 64, 64) > 0.5}])["loss"]
+        loss = model.loss(out, [{"labels": torch.tensor([1]), "masks": torch.rand(1, 64, 64) > 0.5}], **LOSS)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -9,7 +9,7 @@ from fisa.models import build_model
 from fisa.models.generator import build_generator_architecture, generator_proposals, load_generator
 from fisa.models.text import prompt_templates
 
-from test_models_mask_attention import model_cfg
+from test_models_mask_attention import LOSS, model_cfg
 
 TINY_GEN = {"source": "harness", "config": "fisa-tiny-m2f-swin"}
 
@@ -147,7 +147,7 @@ def test_bf16_autocast_forward_and_float32_vocabulary():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         vocab = model.encode_vocabulary([["cat"], ["dog"]])
         out = model(torch.rand(1, 3, 64, 64) * 255, vocab)
-        terms = model.loss(out, targets)
+        terms = model.loss(out, targets, **LOSS)
     assert vocab.dtype == torch.float32  # cached beyond the autocast region
     assert torch.isfinite(terms["loss"])
     terms["loss"].backward()

@@ -94,13 +94,13 @@ def test_loss_rejects_bad_targets():
 
 def test_adapter_gets_gradient_from_mask_terms():
     from fisa.models import build_model
-    from test_models_mask_attention import model_cfg
+    from test_models_mask_attention import LOSS, model_cfg
 
     model = build_model(model_cfg(), "fisa").train()
     vocab = model.encode_vocabulary([["a"], ["b"]])
     targets = [{"labels": torch.tensor([1]), "masks": torch.rand(1, 64, 64) > 0.5}]
     out = model(torch.rand(1, 3, 64, 64) * 255, vocab)
-    terms = model.loss(out, targets)
+    terms = model.loss(out, targets, **LOSS)
     (terms["loss_dice"] + terms["loss_bce"]).backward()
     last = model.distribution_adapter.layers[-1]
     assert last.weight.grad is not None and last.weight.grad.abs().sum() > 0

@@ -7,22 +7,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fisa.models import build_model
+from fisa.models import build_model, preset_model_config
 from fisa.models.clip_backbone import SplitAttention, create_clip, interpolated_position_embedding, register_model_configs
 from fisa.models.mask_attention import encode_with_mask_tokens, mask_token_block, patch_attention_mask
 
 TINY = {"model": "fisa-tiny-vit-l", "pretrained": None, "image_size": 64}
 PATCH_MASK = {"rule": "maskclip", "threshold": 0.5}
+# FisaModel.loss's arguments as the engine passes them from `train` (the dense criterion: no sampling)
+LOSS = {"weights": {"ce": 2.0, "dice": 5.0, "bce": 5.0}, "no_object_weight": 0.1, "criterion": {"type": "dense"}}
 
 
 def model_cfg(**over):
-    cfg = {"backbone": "vit_l14_336", "generator": "swin_b", "num_proposals": 16, "adapter_layers": 2,
-           "lora_rank": None, "seve": {"layers": "all", "shared": True, "qk_dim": 12, "residual": True},
+    """The small preset's complete model section (config.yaml), on the tiny random-weight CLIP and
+    harness generator, with `over` replacing top-level keys."""
+    cfg = {"num_proposals": 16, "adapter_layers": 2, "lora_rank": None,
+           "seve": {"layers": "all", "shared": True, "qk_dim": 12, "residual": True},
            "patch_mask": dict(PATCH_MASK), "prompt_templates": "single",
            "clip": dict(TINY), "generator_config": {"source": "harness", "config": "fisa-tiny-m2f-swin"},
            "synonyms": "average", "void": "learned"}
-    cfg.update(over)
-    return cfg
+    return preset_model_config("small", **{**cfg, **over})
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from fisa.models.clip_backbone import register_model_configs
 from fisa.engine.loop import load_trainable_state_dict, trainable_state_dict
 from fisa.models.parameters import param_groups, trainable_by_group, trainable_parameters
 
-from test_models_mask_attention import model_cfg
+from test_models_mask_attention import LOSS, model_cfg
 
 DEPTH, WIDTH = 4, 64  # fisa-tiny-vit-l
 
@@ -58,7 +58,7 @@ def test_simo_kv_rows_bit_identical_q_rows_move():
     model.train()
     for _ in range(3):
         out = model(torch.rand(1, 3, 64, 64) * 255, vocab)
-        loss = model.loss(out, targets)["loss"]
+        loss = model.loss(out, targets, **LOSS)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -128,3 +128,27 @@ def test_trainable_state_dict_roundtrip():
 def test_unknown_variant_is_rejected():
     with pytest.raises(ValueError, match="unknown 'simo'"):
         build_model(model_cfg(), "simo")
+
+
+@pytest.mark.parametrize("key", ["num_proposals", "adapter_layers", "lora_rank", "logit_scale", "init_seed",
+                                 "weights"])
+def test_factory_has_no_hidden_defaults(key):
+    """Every model key comes from the config: a section without one fails naming it, instead of a
+    default in code that no run records."""
+    cfg = model_cfg()
+    del cfg[key]
+    with pytest.raises(KeyError, match=rf"missing keys \['{key}'\]"):
+        build_model(cfg, "fisa")
+
+
+def test_preset_model_config_is_the_presets_complete_section():
+    from fisa.config import load_config
+    from fisa.models.build import MODEL_KEYS, preset_model_config
+
+    paper = load_config()["presets"]["paper"]
+    cfg = preset_model_config("paper", num_proposals=7)
+    assert set(cfg) == set(MODEL_KEYS)
+    assert cfg["num_proposals"] == 7 and cfg["adapter_layers"] == paper["defaults"]["model"]["adapter_layers"]
+    assert cfg["clip"] == paper["backbones"][paper["defaults"]["model"]["backbone"]]
+    with pytest.raises(KeyError, match="unknown keys \\['adapter_depth'\\]"):
+        preset_model_config("paper", adapter_depth=3)

@@ -49,22 +49,19 @@ def build(variant: str, reduced: bool, device: torch.device):
     from fisa.models.fisa_model import FisaModel
     from fisa.models.text import get_tokenizer
 
-    from fisa.models.summary import preset_model_defaults
+    from fisa.models.build import preset_model_config
 
-    model_defaults = preset_model_defaults("small" if reduced else "paper")  # SEVE design, Eq. 5 rule
-    seve, patch_mask = model_defaults["seve"], model_defaults["patch_mask"]
+    # the preset's complete model section (SEVE design, Eq. 5 rule, ...), text side as before
+    common = {"backbone": "vit_l14_336", "generator": "swin_b", "adapter_layers": 2, "lora_rank": None,
+              "prompt_templates": "fcclip", "synonyms": "average", "void": "learned"}
     if reduced:
-        cfg = {"backbone": "vit_l14_336", "generator": "swin_b", "num_proposals": 16, "adapter_layers": 2,
-               "lora_rank": None, "seve": seve, "patch_mask": patch_mask, "prompt_templates": "fcclip",
-               "clip": {"model": "fisa-tiny-vit-l", "pretrained": None, "image_size": 64},
-               "generator_config": {"source": "harness", "config": "fisa-tiny-m2f-swin"},
-               "synonyms": "average", "void": "learned"}
+        cfg = preset_model_config("small", **common, num_proposals=16,
+                                  clip={"model": "fisa-tiny-vit-l", "pretrained": None, "image_size": 64},
+                                  generator_config={"source": "harness", "config": "fisa-tiny-m2f-swin"})
         return build_model(cfg, variant, cache_dir=None).to(device)
-    cfg = {"backbone": "vit_l14_336", "generator": "swin_b", "num_proposals": 100, "adapter_layers": 2,
-           "lora_rank": None, "seve": seve, "patch_mask": patch_mask, "prompt_templates": "fcclip",
-           "clip": {"model": "ViT-L-14-336", "pretrained": None, "image_size": 896},
-           "generator_config": {"source": "hub", "id": "facebook/mask2former-swin-base-coco-panoptic"},
-           "synonyms": "average", "void": "learned"}
+    cfg = preset_model_config("paper", **common, num_proposals=100,
+                              clip={"model": "ViT-L-14-336", "pretrained": None, "image_size": 896},
+                              generator_config={"source": "hub", "id": "facebook/mask2former-swin-base-coco-panoptic"})
     clip = create_clip(cfg["clip"], cache_dir=None, init_seed=0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)

@@ -201,7 +201,8 @@ def rehearse_training(model, resolved: dict, batch: int) -> dict:
 
         def step(batch_):  # TrainingForward's body with the once-encoded vocabulary
             images_, targets_ = batch_["images"], batch_["targets"]
-            return model.loss(model(images_, vocabulary), targets_, t["loss_weights"])
+            return model.loss(model(images_, vocabulary), targets_, t["loss_weights"], float(t["no_object_weight"]),
+                              t["criterion"])
     optimizer = make_optimizer(model, t)
     images = torch.empty(batch, 3, crop, crop, device=DEVICE)
     targets = synthetic_targets(batch, len(names), crop, g)

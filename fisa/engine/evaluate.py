@@ -16,7 +16,8 @@ Oracle variants (Fig. 2a: `proposals: oracle` or `classes: oracle` in the varian
 the ground truth passed to the model; referring datasets (Tab. 3f) use the zero-shot protocol
 of `inference.referring_masks`, scored as LAVT / Mask Grounding do (`oIoU` overall IoU and
 `mIoU` on 480x480 masks, `fisa.metrics.referring`). Every record says whether it covers a
-subset of the split (`subset`, `dataset_size`). Deterministic given
+subset of the split (`subset`, `dataset_size`) and the checksum of the split's annotations
+(`provenance.dataset_checksum`, `fisa.engine.provenance.dataset_checksum`). Deterministic given
 the checkpoint (no randomness at inference; `torch.use_deterministic_algorithms` on).
 """
 from __future__ import annotations
@@ -184,6 +185,9 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
             # the same for every seed of the experiment: what tables pool across seeds
             "config_hash_seedless": config_hash({k: v for k, v in resolved.items() if k != "seed"}),
             "checkpoint": str(ckpt) if ckpt else None, "checkpoint_sha256": sha256_of(ckpt) if ckpt else None,
+            # the prepared split's annotations, hashed (provenance.dataset_checksum)
+            "dataset_split": meta.eval_split,
+            "dataset_checksum": provenance.dataset_checksum(dataset_name, meta.eval_split, resolved["data_root"]),
             "device": provenance.device_name(device), "seed": resolved["seed"], "images": n,
             "dataset_images": len(dataset), "predictions": str(out_dir),
             "semantic_conventions": conventions,

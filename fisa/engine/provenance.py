@@ -1,15 +1,18 @@
-"""Provenance: which code, libraries and hardware produced a result."""
+"""Provenance: which code, libraries, data and hardware produced a result."""
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import importlib.metadata
 import platform
+import os
 import socket
 from pathlib import Path
 
 import torch
 
 from fisa.config import REPO_ROOT, code_version
+from fisa.utils.io import sha256_of
 
 _LIBRARIES = ("torch", "torchvision", "open_clip_torch", "transformers", "peft", "numpy",
               "scipy", "hotcoco", "pycocotools", "fisa-repro")
@@ -65,3 +68,35 @@ def collect(device: torch.device | str, world_size: int = 1) -> dict:
 def now() -> str:
     """UTC timestamp in ISO 8601."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# What a split's checksum covers: its annotations (ground truth), not its images. Images are
+# most of the bytes (RefCOCO's are COCO train2014, 13 GB); a changed image is caught by the data
+# marker's fingerprint only as a size or count change.
+ANNOTATION_KEYS = ("sem_seg_dir", "panoptic_json", "panoptic_dir", "refs", "instances_json")
+
+
+def dataset_checksum(name: str, split: str, data_root: str | os.PathLike) -> str:
+    """"sha256:<hex>" of the prepared split's annotations: SHA-256 over the sorted lines
+    "<path relative to data_root>\t<bytes>\t<sha256 of the file>" of every annotation file (the
+    split's ANNOTATION_KEYS of `fisa.data.registry`; folders recursively). Independent of where the
+    data root lies; any changed, added or removed annotation file changes it. Files shared by
+    several splits (RefCOCO's refs) are hashed whole."""
+    from fisa.data.registry import get_meta
+
+    root = Path(data_root)
+    paths = get_meta(name).paths(split, root)
+    files: list[Path] = []
+    for key in ANNOTATION_KEYS:
+        path = paths.get(key)
+        if path is None:
+            continue
+        if path.is_dir():
+            files += [p for p in path.rglob("*") if p.is_file()]
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: dataset {name!r} split {split!r}: {key} is missing "
+                                    "(prepare the dataset again)")
+    lines = sorted(f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}\t{sha256_of(p)}" for p in files)
+    return "sha256:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()

@@ -9,8 +9,8 @@ A notebook needs nothing else:
 """
 from __future__ import annotations
 
-from fisa.models.build import build_model
+from fisa.models.build import build_model, preset_model_config
 from fisa.models.fisa_model import FisaModel
 from fisa.models.variants import VARIANTS
 
-__all__ = ["build_model", "FisaModel", "VARIANTS"]
+__all__ = ["build_model", "preset_model_config", "FisaModel", "VARIANTS"]

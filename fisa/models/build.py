@@ -11,20 +11,49 @@ from fisa.models.generator import load_generator
 from fisa.models.text import get_tokenizer
 from fisa.models.variants import check_variant
 
-REQUIRED_KEYS = ("clip", "generator", "generator_config")
+# Every key of the `model` section the factory reads (config.yaml's presets.<P>.defaults.model, plus
+# `clip` and `generator_config` resolved from the preset's tables). No key has a default in code.
+MODEL_KEYS = ("backbone", "generator", "num_proposals", "adapter_layers", "lora_rank", "seve", "patch_mask",
+              "init_seed", "logit_scale", "prompt_templates", "synonyms", "void", "weights", "clip",
+              "generator_config")
 WEIGHTS = ("pretrained", "random")
+
+
+def preset_model_config(preset: str = "paper", **overrides) -> dict:
+    """A complete `model` section, as a run config holds it, for code that builds a model outside the
+    workflow (tests, benchmarks, `fisa.models.summary`): config.yaml's `presets.<preset>.defaults.model`,
+    `clip` and `generator_config` resolved from the preset's backbone / generator tables (as
+    `fisa.config.resolve_experiment` does), then `overrides` (top-level keys replace whole values)."""
+    import copy
+
+    from fisa.config import load_config
+
+    presets = load_config()["presets"]
+    if preset not in presets:
+        raise ValueError(f"preset: unknown {preset!r}; config.yaml has {sorted(presets)}")
+    p = presets[preset]
+    unknown = sorted(set(overrides) - set(MODEL_KEYS))
+    if unknown:
+        raise KeyError(f"model config: unknown keys {unknown} (known: {list(MODEL_KEYS)})")
+    cfg = copy.deepcopy(p["defaults"]["model"])
+    cfg["clip"] = copy.deepcopy(p["backbones"][cfg["backbone"]])
+    cfg["generator_config"] = copy.deepcopy(p["generators"][cfg["generator"]])
+    cfg.update(copy.deepcopy(overrides))
+    return cfg
 
 
 def build_model(model_cfg: dict, variant: str, cache_dir: str | None = None,
                 device: str | torch.device | None = None) -> FisaModel:
     """Build the FISA model of `variant` from the resolved `model` config section.
 
-    model_cfg: {backbone, generator, num_proposals, adapter_layers, lora_rank, seve {layers, residual},
-    prompt_templates, clip {model, pretrained, image_size}, generator_config {source, id?, config?, ...},
-    optional init_seed (default 0: the seed of random "pre-trained" weights when pretrained is null),
-    optional logit_scale (default: CLIP's own), optional weights (default `pretrained`: the backbone's
-    `pretrained` tag / the generator's checkpoint; `random`: the same architectures, random weights,
-    nothing read from cache_dir or the network (fisa.bench.rehearse))}.
+    model_cfg: the complete `model` section, every key of MODEL_KEYS (a run config's, or
+    `preset_model_config(...)`): backbone, generator, num_proposals, adapter_layers, lora_rank,
+    seve {layers, shared, qk_dim, residual}, patch_mask {rule, threshold}, init_seed (the seed of random
+    "pre-trained" weights when pretrained is null), logit_scale (null: CLIP's own), prompt_templates,
+    synonyms, void, weights (`pretrained`: the backbone's `pretrained` tag / the generator's
+    checkpoint; `random`: the same architectures, random weights, nothing read from cache_dir or the
+    network (fisa.bench.rehearse)), clip {model, pretrained, image_size, source?},
+    generator_config {source, id?, config?, ...}. A missing key is a KeyError naming it.
     cache_dir: where pretrained CLIP / hub generators are downloaded (`fetch`) and harness/converted
     generators live (<cache_dir>/generators/<generator>/).
     device: build directly on it (e.g. "meta": shapes only, no memory; the rehearsal); None: CPU.
@@ -32,17 +61,17 @@ def build_model(model_cfg: dict, variant: str, cache_dir: str | None = None,
     adapter) are drawn from the global RNG, i.e. the training seed.
     """
     check_variant(variant)
-    missing = [k for k in REQUIRED_KEYS if k not in model_cfg]
+    missing = [k for k in MODEL_KEYS if k not in model_cfg]
     if missing:
         raise KeyError(f"model config: missing keys {missing} (pass the `model` section of "
-                       "fisa.config.resolve_experiment)")
-    init_seed = int(model_cfg.get("init_seed", 0))
-    weights = model_cfg.get("weights", "pretrained")
+                       "fisa.config.resolve_experiment, or fisa.models.build.preset_model_config(...))")
+    init_seed = int(model_cfg["init_seed"])
+    weights = model_cfg["weights"]
     if weights not in WEIGHTS:
         raise ValueError(f"model.weights: expected one of {WEIGHTS}, got {weights!r}")
     with torch.device(device) if device is not None else contextlib.nullcontext():
         clip = create_clip(model_cfg["clip"], cache_dir=cache_dir, init_seed=init_seed,
-                           backbone=model_cfg.get("backbone"), weights=weights, device=device)
+                           backbone=model_cfg["backbone"], weights=weights, device=device)
         tokenizer = get_tokenizer(model_cfg["clip"]["model"])
         generator = load_generator(model_cfg["generator"], model_cfg["generator_config"], cache_dir=cache_dir,
                                    init_seed=init_seed + 1, weights=weights)

@@ -66,7 +66,7 @@ def create_clip(clip_cfg: dict, cache_dir: str | None = None, init_seed: int = 0
         raise NotImplementedError(
             f"model.clip.model={name!r}: its visual tower is timm's {timm_name!r}; mask tokens are implemented "
             "for open_clip's native VisionTransformer and EVA01-style timm Eva towers only (docs/models.md)")
-    pretrained = clip_cfg.get("pretrained")
+    pretrained = clip_cfg["pretrained"]  # required by the schema (null: random weights)
     quick_gelu = uses_quick_gelu(name, pretrained)  # the architecture of the named weights, loaded or not
     if weights == "random":
         pretrained = None

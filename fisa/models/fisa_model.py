@@ -9,7 +9,7 @@ from torch import nn
 from fisa.models.distribution_adapter import DistributionAdapter
 from fisa.models.eva_backbone import vision_tower
 from fisa.models.generator import generator_proposals
-from fisa.models.loss import DEFAULT_WEIGHTS, set_criterion
+from fisa.models.loss import set_criterion
 from fisa.models.mask_attention import encode_with_mask_tokens
 from fisa.models.oracle import no_object_logits, oracle_class_logits, oracle_proposals
 from fisa.models.seve import build_seve
@@ -41,8 +41,8 @@ class FisaModel(nn.Module):
         blocks = tower.blocks
         width, embed_dim = tower.width, tower.output_dim
         self.patch_size = tower.patch_size
-        self.num_proposals = int(model_cfg.get("num_proposals", 100))
-        self.image_size = model_cfg.get("clip", {}).get("image_size")
+        self.num_proposals = int(model_cfg["num_proposals"])
+        self.image_size = model_cfg["clip"]["image_size"]
         self.templates = prompt_templates(model_cfg["prompt_templates"])
         self.synonyms, self.void = model_cfg["synonyms"], model_cfg["void"]  # docs/choices.md
         apply_synonym_mode([["a"]], self.synonyms)  # fail early on an unknown mode
@@ -55,7 +55,7 @@ class FisaModel(nn.Module):
         if self.spec.seve:
             self.seve, self.seve_blocks = build_seve(model_cfg["seve"], [b.attn.num_heads for b in blocks],
                                                      width, embed_dim)
-            layers = int(model_cfg.get("adapter_layers", 2))
+            layers = int(model_cfg["adapter_layers"])
             if not 0 <= layers <= 8:
                 raise ValueError(f"model.adapter_layers: expected 0-8, got {layers}")
             if layers:
@@ -63,7 +63,7 @@ class FisaModel(nn.Module):
         # No-object logit = scale * <normalised region, no_object_embedding>. Zero at init: the
         # untrained baseline never prefers "no object" over a class (CLIP cosines are > 0).
         self.no_object_embedding = nn.Parameter(torch.zeros(embed_dim))
-        scale = model_cfg.get("logit_scale")
+        scale = model_cfg["logit_scale"]
         self.register_buffer("logit_scale", torch.tensor(float(scale) if scale is not None
                                                          else float(clip.logit_scale.detach().exp())), persistent=False)
         mean = getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
@@ -72,7 +72,7 @@ class FisaModel(nn.Module):
         self.register_buffer("clip_std", torch.tensor(std).view(1, 3, 1, 1) * 255, persistent=False)
         self._vocabulary_cache: dict = {}
         if self.spec.lora:
-            inject_lora(visual, model_cfg.get("lora_rank"))
+            inject_lora(visual, model_cfg["lora_rank"])
         apply_variant(self, self.spec)
         if self.void != "learned":  # the void class is CLIP's text for "other": nothing to learn
             self.no_object_embedding.requires_grad_(False)
@@ -193,15 +193,14 @@ class FisaModel(nn.Module):
             return dict.fromkeys(self.seve_blocks, self.seve["shared"])
         return {int(k): m for k, m in self.seve.items()}
 
-    def loss(self, outputs: dict, targets: list[dict], weights: dict | None = None,
-             no_object_weight: float | None = None, criterion: dict | None = None,
+    def loss(self, outputs: dict, targets: list[dict], weights: dict, no_object_weight: float, criterion: dict,
              generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Eq. 6 (see loss.py): {loss_ce, loss_dice, loss_bce, loss}; weights default {ce: 2, dice: 5, bce: 5};
-        no_object_weight: CE weight of the no-object class; criterion: `train.criterion` ({type:
-        point|dense, ...}); None = the dense criterion (unit tests). The engine passes the config's."""
-        extra = {} if no_object_weight is None else {"no_object_weight": no_object_weight}
-        return set_criterion(outputs, targets, weights or DEFAULT_WEIGHTS, criterion=criterion,
-                             generator=generator, **extra)
+        """Eq. 6 (see loss.py): {loss_ce, loss_dice, loss_bce, loss}. The config's values, no defaults:
+        weights `train.loss_weights` {ce, dice, bce}; no_object_weight `train.no_object_weight` (CE weight of
+        the no-object class); criterion `train.criterion` ({type: point|dense, ...}); generator: the point
+        criterion's random source (default torch's RNG)."""
+        return set_criterion(outputs, targets, weights, no_object_weight=no_object_weight, criterion=criterion,
+                             generator=generator)
 
     # ----------------------------------------------------------------- notebook API
     @torch.no_grad()

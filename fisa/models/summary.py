@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 
-from fisa.models.build import build_model
+from fisa.models.build import build_model, preset_model_config
 from fisa.models.parameters import total_parameters, trainable_by_group, trainable_parameters
 from fisa.models.seve import LAYER_NAMES
 from fisa.models.variants import VARIANTS
@@ -36,22 +36,22 @@ def preset_model_defaults(preset: str = "paper") -> dict:
 
 def summary_config(clip: str, lora_rank: int | None = None, adapter_layers: int = 2, seve: dict | None = None,
                    generator: str = "fisa-tiny-m2f-swin", num_proposals: int = 16, preset: str = "paper") -> dict:
-    """A model config with random-weight CLIP `clip` and a tiny harness generator; `model.seve` and
-    `model.patch_mask` are the preset's, with the keys of `seve` overridden."""
+    """The preset's complete model section (`preset_model_config`) with random-weight CLIP `clip`, a
+    tiny harness generator and the keys of `seve` overridden; the text side (templates, synonyms,
+    void) has no effect on parameter counts."""
     defaults = preset_model_defaults(preset)
-    return {"backbone": clip, "generator": generator, "num_proposals": num_proposals,
-            "adapter_layers": adapter_layers, "lora_rank": lora_rank,
-            "seve": {**defaults["seve"], **(seve or {})}, "patch_mask": dict(defaults["patch_mask"]),
-            "prompt_templates": "single",
-            "clip": {"model": clip, "pretrained": None, "image_size": None},
-            "generator_config": {"source": "harness", "config": generator},
-            "synonyms": "average", "void": "learned"}  # text side: no effect on parameter counts
+    return preset_model_config(preset, backbone=clip, generator=generator, num_proposals=num_proposals,
+                               adapter_layers=adapter_layers, lora_rank=lora_rank,
+                               seve={**defaults["seve"], **(seve or {})}, prompt_templates="single",
+                               clip={"model": clip, "pretrained": None, "image_size": None},
+                               generator_config={"source": "harness", "config": generator},
+                               synonyms="average", void="learned")
 
 
 def summarize(model_cfg: dict, variant: str) -> dict:
     """{clip, variant, total_parameters, trainable_parameters, trainable_by_group} of a built model."""
     model = build_model(model_cfg, variant)
-    return {"clip": model_cfg["clip"]["model"], "variant": variant, "lora_rank": model_cfg.get("lora_rank"),
+    return {"clip": model_cfg["clip"]["model"], "variant": variant, "lora_rank": model_cfg["lora_rank"],
             "adapter_layers": model_cfg["adapter_layers"], "seve": model_cfg["seve"],
             "total_parameters": total_parameters(model), "trainable_parameters": trainable_parameters(model),
             "trainable_by_group": trainable_by_group(model)}
