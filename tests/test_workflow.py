@@ -46,7 +46,7 @@ def workflow_copy(dest: Path, fakes: bool = False) -> Path:
     if fakes:
         shutil.copytree(FAKES, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
         # The real config module (the Snakefile imports it), under the stand-in package.
-        for name in ("__init__.py", "config.py", "models/variants.yaml"):
+        for name in ("__init__.py", "config.py", "models/variants.yaml", "engine/warm.py"):  # + the jobs' launcher
             shutil.copy(REPO / "fisa" / name, dest / "fisa" / name)
     return dest
 
