@@ -36,7 +36,9 @@ import struct
 import sys
 import time
 
-IDLE_SECONDS = 60.0     # the workflow also stops it at its end (onsuccess/onerror)
+# long enough to outlive the cold jobs between warm ones (the small preset's CLIP pre-training);
+# the workflow stops it at its end (onsuccess/onerror)
+IDLE_SECONDS = 300.0
 START_TIMEOUT = 300.0      # the server's imports; generous, the machine may be loaded
 SOCKET_DIR = ".snakemake/fisa-warm"
 # What the server imports before its first fork (FISA_WARM_PRELOAD, comma-separated, overrides).
