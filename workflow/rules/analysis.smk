@@ -22,7 +22,7 @@ def _target_efficiency(target):
 
 
 def _aggregate_shell():
-    return ("python -m analysis.aggregate --preset {params.preset} --eval-jsons {input.evals:q}"
+    return (PYTHON + " -m analysis.aggregate --preset {params.preset} --eval-jsons {input.evals:q}"
             " {params.eff_flag} --metrics-out {output.metrics:q}"
             " --per-class-out {output.per_class:q} > {log:q} 2>&1")
 
@@ -103,7 +103,7 @@ for _target in TARGETS:
             resources:
                 **rule_resources("tables"),
             shell:
-                "python -m analysis.tables --target {params.target} {params.engine}"
+                PYTHON + " -m analysis.tables --target {params.target} {params.engine}"
                 " --metrics {input.metrics:q} --out-tex {output.tex:q} --out-md {output.md:q} > {log:q} 2>&1"
 
     else:
@@ -134,7 +134,7 @@ for _target in TARGETS:
             resources:
                 **rule_resources("figures"),
             shell:
-                "python -m analysis.figures --target {params.target} {params.engine}"
+                PYTHON + " -m analysis.figures --target {params.target} {params.engine}"
                 " --metrics {input.metrics:q} --per-class {input.per_class:q} --results-dir {params.results:q}"
                 " --out-pdf {output.pdf:q} --out-png {output.png:q} > {log:q} 2>&1"
 
@@ -170,7 +170,7 @@ rule scorecard:
     resources:
         **rule_resources("tables"),
     shell:
-        "python -m analysis.scorecard {params.engine} --metrics {input.metrics:q} --out-csv {output.csv:q}"
+        PYTHON + " -m analysis.scorecard {params.engine} --metrics {input.metrics:q} --out-csv {output.csv:q}"
         " --out-md {output.md:q} --out-pdf {output.pdf:q} --out-html {output.html:q} > {log:q} 2>&1"
 
 
@@ -198,7 +198,7 @@ rule training_curves:
     resources:
         **rule_resources("figures"),
     shell:
-        "python -m analysis.curves --target {wildcards.table} {params.engine} --results-dir {params.results:q}"
+        PYTHON + " -m analysis.curves --target {wildcards.table} {params.engine} --results-dir {params.results:q}"
         " --out-pdf {output.pdf:q} --out-png {output.png:q} --runs-dir {output.runs:q} > {log:q} 2>&1"
 # Aggregation, tables and figures take about a second of work: they run in the main
 # Snakemake process (`localrules`), never as SLURM jobs (no queueing, start-up or status

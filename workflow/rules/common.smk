@@ -2,6 +2,7 @@
 # of analysis/targets.yaml, paths, per-rule resources. Plain Python; the rules use it.
 import hashlib
 import json
+import os
 import re
 import shlex
 from pathlib import Path
@@ -24,11 +25,12 @@ CONDA_ENV = str(REPO / "envs/fisa.yaml")
 ANALYSIS_ENV = str(REPO / "envs/analysis.yaml")
 
 # `--config with_optional=true` arrives as a string; accept the usual spellings.
-if isinstance(config.get("with_optional"), str):
-    _flag = config["with_optional"].strip().lower()
-    if _flag not in ("true", "false", "yes", "no", "1", "0"):
-        raise WorkflowError(f"with_optional: {config['with_optional']!r} is not true/false")
-    config["with_optional"] = _flag in ("true", "yes", "1")
+for _key in ("with_optional", "warm_start"):
+    if isinstance(config.get(_key), str):
+        _flag = config[_key].strip().lower()
+        if _flag not in ("true", "false", "yes", "no", "1", "0"):
+            raise WorkflowError(f"{_key}: {config[_key]!r} is not true/false")
+        config[_key] = _flag in ("true", "yes", "1")
 
 # Fail before any job is submitted, naming the offending key (the one validation of the
 # config; the variant enum comes from fisa/models/variants.yaml).
@@ -43,6 +45,29 @@ except ConfigError as e:
     raise WorkflowError(f"preset: {e}") from None
 PRESET_CFG = config["presets"][PRESET]
 WITH_OPTIONAL = bool(config.get("with_optional", False))
+
+# How jobs start their Python programs: `python -m fisa.engine.warm -m MODULE ...` is
+# `python -m MODULE ...`, through one warm server per workflow when FISA_WARM=1 (most of a
+# small-preset job is importing torch). Local execution only: under SLURM (and inside any
+# SLURM job) every job starts cold. The switch is the environment, not the command, so
+# switching executors reruns nothing (the command text is a rerun trigger).
+PYTHON = "python -m fisa.engine.warm"
+os.environ["FISA_WARM"] = "1" if (config.get("warm_start", True) and workflow.local_exec
+                                   and not workflow.remote_exec) else "0"
+
+
+def _stop_warm_servers(log):
+    # a warm server exits as soon as its socket is gone (else after its idle time-out)
+    for sock in Path(".snakemake/fisa-warm").glob("*.sock"):
+        sock.unlink(missing_ok=True)
+
+
+onsuccess:
+    _stop_warm_servers(log)
+
+
+onerror:
+    _stop_warm_servers(log)
 DATA_SOURCE = PRESET_CFG.get("data_source", "download")
 RESULTS = f"results/{PRESET}"
 
@@ -260,7 +285,7 @@ def launcher(rule):
     """
     gpus = int(resources_for(config, rule, PRESET).get("gpus") or 0)
     if gpus <= 1:
-        return "python"
+        return PYTHON
     return (f'$(if [ -n "${{SLURM_JOB_ID:-}}" ]; then echo "srun --ntasks={gpus} --kill-on-bad-exit=1 python"; '
             f'else echo "torchrun --standalone --nproc_per_node={gpus}"; fi)')
 

@@ -23,7 +23,7 @@ rule evaluate:
     resources:
         **rule_resources("evaluate"),
     shell:
-        guarded("python -m fisa.engine.evaluate --run-config {input.run_config:q} --dataset {wildcards.dataset}"
+        guarded(PYTHON + " -m fisa.engine.evaluate --run-config {input.run_config:q} --dataset {wildcards.dataset}"
                 " --output {output:q} > {log:q} 2>&1")
 
 
@@ -46,5 +46,5 @@ rule efficiency:
     resources:
         **rule_resources("efficiency"),
     shell:
-        guarded("python -m fisa.engine.efficiency --run-config {input.run_config:q} --dataset {params.dataset}"
+        guarded(PYTHON + " -m fisa.engine.efficiency --run-config {input.run_config:q} --dataset {params.dataset}"
                 " --output {output:q} > {log:q} 2>&1")
