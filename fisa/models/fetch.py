@@ -144,8 +144,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --{kind} {name!r} not in presets.{args.preset}.{kind}s ({sorted(entries)})", file=sys.stderr)
         return 2
     try:
-        result = fetch_backbone(entries[name], cache_dir, name) if kind == "backbone" \
-            else fetch_generator(name, entries[name], cache_dir)
+        if preset["defaults"]["model"].get("weights") == "random":
+            # model.weights: random (the rehearsal preset): the architectures are built, nothing is loaded
+            result = {"action": "none", "reason": "model.weights: random: nothing to download"}
+        else:
+            result = fetch_backbone(entries[name], cache_dir, name) if kind == "backbone" \
+                else fetch_generator(name, entries[name], cache_dir)
     except (ValueError, OSError, RuntimeError) as e:  # RuntimeError: fisa.data.download.DownloadError
         print(f"error: {kind} {name!r}: {e}", file=sys.stderr)
         return 1
