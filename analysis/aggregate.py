@@ -24,9 +24,10 @@ from fisa.utils.io import atomic_path
 
 METRIC_COLUMNS = ["preset", "experiment", "seed", "dataset", "metric", "value",
                   "commit", "config_hash", "device", "checkpoint_sha256", "dataset_checksum",
-                  "config_hash_seedless"]
+                  "config_hash_seedless", "precision"]
 # Provenance columns a metrics.csv written before they existed lacks (read back as "").
-OPTIONAL_PROVENANCE = ("checkpoint_sha256", "dataset_checksum", "config_hash_seedless")
+# precision: eval.precision / efficiency.precision of the record (fisa.engine.precision).
+OPTIONAL_PROVENANCE = ("checkpoint_sha256", "dataset_checksum", "config_hash_seedless", "precision")
 PER_CLASS_COLUMNS = ["preset", "experiment", "seed", "dataset", "class", "seen", "metric", "value",
                      "commit", "config_hash", "device"]
 EFFICIENCY_DATASET = "efficiency"  # dataset column of an efficiency record that names none
@@ -77,7 +78,8 @@ def _provenance(data: dict) -> dict:
     return {"commit": str(prov.get("commit", "") or ""), "config_hash": str(prov.get("config_hash", "") or ""),
             "device": str(device or ""), "checkpoint_sha256": str(prov.get("checkpoint_sha256") or ""),
             "dataset_checksum": str(prov.get("dataset_checksum") or ""),
-            "config_hash_seedless": str(prov.get("config_hash_seedless") or "")}
+            "config_hash_seedless": str(prov.get("config_hash_seedless") or ""),
+            "precision": str(prov.get("precision") or "")}
 
 
 def _seed(data: dict, path: Path) -> int:
@@ -191,7 +193,7 @@ def read_metrics(path: str | Path) -> pd.DataFrame:
     """Read `metrics.csv` with stable dtypes (commit hashes stay strings)."""
     df = _read_csv(path, {"commit": str, "config_hash": str, "device": str, "experiment": str,
                           "dataset": str, "metric": str, "preset": str, "checkpoint_sha256": str,
-                          "dataset_checksum": str, "config_hash_seedless": str})
+                          "dataset_checksum": str, "config_hash_seedless": str, "precision": str})
     for c in OPTIONAL_PROVENANCE:
         if c not in df.columns:
             df[c] = ""

@@ -70,6 +70,7 @@ class Table:
     lines: list[Line]
     notes: list[str]
     settings: Settings | None = None    # verdict marks and intervals when given
+    precision: str | None = None        # the precision of the device-dependent (efficiency) columns
 
     @property
     def caption(self) -> str:
@@ -78,6 +79,8 @@ class Table:
                 f"'{SOURCE_PAPER}': the paper's number; Δ = reproduced − paper; "
                 f"'{MISSING}': no result yet; '{NOT_REPORTED}': not reported by the paper. "
                 f"Rows marked '{SOURCE_PAPER_ONLY}' are other methods' numbers, not re-run.")
+        if self.precision is not None:
+            text += f" {self.precision}"
         if self.settings is None:
             return text
         st = self.settings
@@ -286,7 +289,23 @@ def build_table(target: str, metrics: pd.DataFrame, preset: str, paper: pd.DataF
         notes += _provenance_notes(metrics, exp, row["label"])
     if layout.get("split_by_device"):
         notes[:0] = _device_notes(metrics, layout, [r["experiment"] for r in layout["rows"] if r.get("experiment")])
-    return Table(target, preset, layout["title"], labels, lines, notes, settings)
+    precision = _precision_caption(metrics, layout, [r["experiment"] for r in layout["rows"] if r.get("experiment")]) \
+        if layout.get("split_by_device") else None
+    return Table(target, preset, layout["title"], labels, lines, notes, settings, precision)
+
+
+def _precision_caption(metrics: pd.DataFrame, layout: dict, experiments: list[str]) -> str:
+    """Which precision the inference columns (FPS, memory) were measured in, from the records'
+    `provenance.precision` (efficiency.precision); several are named, never merged silently."""
+    cols = [c for c in layout["columns"] if c.get("device") == "inference"]
+    names = " and ".join(c["label"] for c in cols)
+    sel = metrics[metrics.experiment.isin(experiments) & metrics.metric.isin([c["metric"] for c in cols])]
+    found = sorted(set(sel.get("precision", pd.Series(dtype=str)).fillna("").astype(str)) - {""})
+    if not found:
+        return f"{names}: precision not recorded."
+    if len(found) == 1:
+        return f"{names} measured in {'bf16 autocast' if found[0] == 'bf16' else found[0]}."
+    return f"WARNING: {names} measured in several precisions ({', '.join(found)})."
 
 
 def _interval_line(metrics: pd.DataFrame, experiment: str, label: str, columns: list[dict], device: str | None,

@@ -1,6 +1,7 @@
 """Golden tests of the rendered tables: cells, differences, placeholders, devices."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -170,6 +171,29 @@ def test_table2_names_the_device_and_splits_mixed_devices(tmp_path):
     assert table.line("FISA", "reproduced, NVIDIA A100").cells[gpu] == "40.0"
     assert table.line("FISA", "reproduced, NVIDIA H200").cells[gpu] == "40.0"
     assert "WARNING" in T.to_latex(table)
+
+
+def test_table2_caption_says_which_precision_its_fps_and_memory_used(tmp_path):
+    def efficiency(name, precision, seed=0):
+        path = write_efficiency(tmp_path, "fisa_main", {"FPS": 2.0, "memory_GB": 10.0}, name=name, seed=seed)
+        record = json.loads(path.read_text())
+        if precision:
+            record["provenance"]["precision"] = precision
+        path.write_text(json.dumps(record))
+        return path
+
+    eff = [efficiency("a", "bf16")]
+    assert T.build_table("table2_efficiency", _metrics([], eff), "small").caption.endswith(
+        "FPS and memory GB measured in bf16 autocast.")
+    eff = [efficiency("a", None)]
+    assert T.build_table("table2_efficiency", _metrics([], eff), "small").caption.endswith(
+        "FPS and memory GB: precision not recorded.")
+    eff = [efficiency("a", "fp32"), efficiency("b", "bf16", seed=1)]
+    table = T.build_table("table2_efficiency", _metrics([], eff), "small")
+    assert table.caption.endswith("WARNING: FPS and memory GB measured in several precisions (bf16, fp32).")
+    assert "several precisions" in T.to_markdown(table)
+    # tables without efficiency columns say nothing about precision
+    assert "precision" not in T.build_table("table1_main", _metrics([], eff), "small").caption
 
 
 def test_table3f_uses_referring_overall_iou(tmp_path):

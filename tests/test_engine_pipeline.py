@@ -283,6 +283,7 @@ def test_programs_run_from_the_run_config_alone(small, tmp_path):
 
     run = run_config(small["config"], "baseline", "small", seed=0, run_dir=str(tmp_path / "runs" / "baseline"))
     run["eval"]["max_images"] = 2
+    run["eval"]["precision"] = "bf16"  # autocast on CPU, stated in the record
     path = tmp_path / "run.yaml"
     write_run_config(path, run)
     train.main(["--run-config", str(path)])
@@ -295,6 +296,7 @@ def test_programs_run_from_the_run_config_alone(small, tmp_path):
     assert rec["provenance"]["images"] == 2 and rec["provenance"]["config_hash"] == config_hash(run)
     assert rec["provenance"]["checkpoint"] == run["checkpoints"]["model_final"]
     assert rec["provenance"]["code_version"] == run["code_version"]
+    assert rec["provenance"]["precision"] == "bf16"
 
 
 def test_attribution_seve_and_the_adapter_each_contribute(small, baseline, fisa):

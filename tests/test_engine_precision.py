@@ -30,3 +30,20 @@ def test_training_loop_refuses_before_training():
     cfg = LoopConfig(iterations=1, global_batch=1, micro_batch=1, precision="tf32")
     with pytest.raises(PrecisionError, match="train.precision"):
         train_loop(torch.nn.Linear(1, 1), None, None, None, None, cfg, "/nonexistent", DistContext())
+
+
+def test_evaluation_refuses_before_loading_anything(tmp_path):
+    """eval.precision is checked first: no model, dataset or record is touched."""
+    from fisa.engine.evaluate import evaluate
+
+    resolved = {"eval": {"precision": "tf32"}}
+    with pytest.raises(PrecisionError, match="eval.precision: tf32 is a CUDA"):
+        evaluate(resolved, "ade150", None, tmp_path / "ade150.json", device=CPU)
+    assert not (tmp_path / "ade150.json").exists()
+
+
+def test_every_preset_states_the_evaluation_precision():
+    from fisa.config import load_config
+
+    for name, preset in load_config()["presets"].items():
+        assert preset["defaults"]["eval"]["precision"] in ("fp32", "tf32", "bf16"), name

@@ -209,3 +209,19 @@ def test_sizes_and_cli_errors(tmp_path):
     assert r.returncode == 0, r.stderr
     assert len(build_dataset("coco", "train", tmp_path / "d")) == SMALL["coco_train"]
     assert json.loads(marker_path(tmp_path / "d", "refcoco").read_text())["seed"] == 3
+
+
+def test_sides_set_the_image_sizes_and_bad_sides_are_refused(tmp_path):
+    """presets.<p>.synthetic.sides (the rehearsal preset's paper-like resolutions)."""
+    from PIL import Image
+
+    from fisa.data.synthetic import SyntheticError, generate
+
+    sizes = {"coco_train": 1, "coco": 1, "ade150": 1, "ade847": 1, "pc59": 1, "mapillary": 1, "refcoco": 2}
+    generate(tmp_path, sizes=sizes, sides=(200, 220))
+    images = list(tmp_path.rglob("*.jpg"))
+    assert len(images) >= 7
+    for path in images:
+        assert all(200 <= side <= 220 for side in Image.open(path).size), path
+    with pytest.raises(SyntheticError, match=r"sides \[300, 200\]"):
+        generate(tmp_path / "bad", sizes=sizes, sides=(300, 200))

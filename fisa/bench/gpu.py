@@ -4,14 +4,18 @@ On a GPU, at the paper's settings: CLIP ViT-L-14-336 at 896 px, a Swin-B-sized
 Mask2Former (100 queries, 133 classes), the ADE-150 vocabulary size, images resized to
 shorter side 800 (longer <= 1333). Measures, for FISA and for the frozen baseline:
 inference FPS (median after warm-up, model + post-processing) and peak memory; and for
-FISA training iterations/s and peak memory at batch 2 with bf16 autocast. Prints one
-JSON with the device name, beside the paper's FISA figures (2.63 FPS, 10.2 GB).
+FISA training iterations/s and peak memory at batch 2. Prints one JSON with the device name,
+then (stderr) a table beside the paper's Table 2 (FISA: 2.63 FPS, 10.2 GB, 26M trainable).
+
+Precision (fisa.engine.precision): `--precision` for inference (default bf16) and
+`--train-precision` for training (default: the paper preset's `train.precision`); a device
+that cannot run one fails naming the flag, and every measurement states the one it used.
 
 Without a GPU it runs the same code on CPU at a reduced size (the small preset's tiny
-models, 64 px) and says so in the JSON (`"reduced": true`): the numbers then only show
-that the path works.
+models, 64 px), says so in the JSON (`"reduced": true`) and compares nothing with Table 2;
+`--require-gpu` makes a missing GPU an error instead.
 
-    python -m fisa.bench.gpu [--images 20] [--warmup 3] [--train-iters 10] [--reduced]
+    python -m fisa.bench.gpu [--images 20] [--warmup 3] [--train-iters 10] [--reduced] [--require-gpu]
 """
 from __future__ import annotations
 
@@ -23,9 +27,48 @@ import time
 
 import torch
 
+from fisa.engine.precision import precision_context
 from fisa.engine.provenance import device_name, library_versions
 
 PAPER = {"FPS": 2.63, "memory_GB": 10.2, "trainable_params_M": 26}
+
+
+class NoGPUError(RuntimeError):
+    """`--require-gpu` on a machine where torch sees no CUDA device."""
+
+
+def compare_with_table2(record: dict) -> list[dict]:
+    """Rows {measure, measured, paper, ratio} of FISA's figures beside the paper's Table 2.
+
+    A reduced run (tiny models, no GPU) is not comparable: its rows carry `measured` but
+    `ratio` None and a `note` saying why. Ratio = measured / paper."""
+    fisa = record["fisa"]
+    measured = {"FPS": fisa["inference"]["FPS"], "memory_GB": fisa["inference"]["memory_GB"],
+                "trainable_params_M": fisa["trainable_params"] / 1e6}
+    rows = []
+    for measure, paper in PAPER.items():
+        row = {"measure": measure, "measured": measured[measure], "paper": paper,
+               "precision": fisa["inference"]["precision"] if measure != "trainable_params_M" else None,
+               "ratio": None if record["reduced"] else measured[measure] / paper}
+        if record["reduced"]:
+            row["note"] = "reduced size (no GPU): not comparable"
+        rows.append(row)
+    return rows
+
+
+def format_comparison(record: dict) -> str:
+    """The comparison as a markdown table headed by the device (what the CLI prints to stderr)."""
+    head = f"FISA vs the paper's Table 2 on {record['device']}" + (" (REDUCED: not comparable)"
+                                                                    if record["reduced"] else "")
+    lines = [head, "", "| measure | measured | paper (Table 2) | ratio | precision |", "|---|---|---|---|---|"]
+    for r in compare_with_table2(record):
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        lines.append(f"| {r['measure']} | {r['measured']:.3g} | {r['paper']:g} | {ratio} | {r['precision'] or '-'} |")
+    train = record["fisa"].get("training")
+    if train:
+        lines.append(f"\ntraining: {train['iterations_per_s']:.3g} it/s, {train['memory_GB']:.3g} GB peak, "
+                     f"batch {train['batch_per_gpu']} at {train['crop']} px, {train['precision']}")
+    return "\n".join(lines)
 
 
 def swin_b_mask2former_config(num_labels: int = 133):
@@ -101,10 +144,7 @@ def bench_inference(model, device, reduced, images, warmup, num_classes=150, pre
     is_thing = [i % 2 == 0 for i in range(num_classes)]
     eval_cfg = {"object_mask_threshold": 0.0, "overlap_threshold": 0.8}
     model.eval()
-    if device.type != "cuda":
-        precision = "fp32"  # bf16 autocast is a GPU setting
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" \
-        else torch.autocast("cpu", enabled=False)
+    autocast = precision_context(precision, device, "--precision")  # refused, never silently fp32
     with torch.no_grad():
         vocab = model.encode_vocabulary(names)
     _reset_peak(device)
@@ -122,8 +162,8 @@ def bench_inference(model, device, reduced, images, warmup, num_classes=150, pre
             "resolution": [min_size, max_size], "input_hw": [h, w], "precision": precision}
 
 
-def bench_training(model, device, reduced, iters, batch=2):
-    """Iterations/s and peak memory of FISA training at `batch` per GPU (bf16 autocast on GPU)."""
+def bench_training(model, device, reduced, iters, batch=2, precision="bf16"):
+    """Iterations/s and peak memory of FISA training at `batch` per GPU in `precision`."""
     from fisa.engine.train import TrainingForward
     from fisa.models.parameters import param_groups
 
@@ -150,8 +190,7 @@ def bench_training(model, device, reduced, iters, batch=2):
     from fisa.engine.loop import to_device
 
     batch_dev = to_device(batch_items, device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" \
-        else torch.autocast("cpu", enabled=False)
+    autocast = precision_context(precision, device, "--train-precision")
     step.train()
     _reset_peak(device)
     seconds = []
@@ -167,7 +206,7 @@ def bench_training(model, device, reduced, iters, batch=2):
             seconds.append(time.perf_counter() - t0)
     return {"iterations_per_s": 1 / statistics.median(seconds), "median_s": statistics.median(seconds),
             "memory_GB": _peak_gb(device), "batch_per_gpu": batch, "crop": crop, "iterations": iters,
-            "precision": "bf16" if device.type == "cuda" else "fp32"}
+            "precision": precision}
 
 
 def main(argv=None) -> dict:
@@ -177,10 +216,22 @@ def main(argv=None) -> dict:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--train-iters", type=int, default=10)
     ap.add_argument("--reduced", action="store_true", help="small sizes even on a GPU")
+    ap.add_argument("--require-gpu", action="store_true", help="fail when torch sees no CUDA device")
+    ap.add_argument("--precision", default="bf16", help="inference precision: fp32 | tf32 | bf16 (autocast)")
+    ap.add_argument("--train-precision", default=None,
+                    help="training precision (default: the paper preset's train.precision)")
     args = ap.parse_args(argv)
     cuda = torch.cuda.is_available()
+    if args.require_gpu and not cuda:
+        raise NoGPUError("--require-gpu: torch sees no CUDA device (torch.cuda.is_available() is False; "
+                         f"torch {torch.__version__}, CUDA build {torch.version.cuda}); run without it for the "
+                         "reduced CPU check")
     device = torch.device("cuda" if cuda else "cpu")
     reduced = args.reduced or not cuda
+    if args.train_precision is None:
+        from fisa.config import load_config
+
+        args.train_precision = load_config()["presets"]["paper"]["defaults"]["train"]["precision"]
     if not cuda:
         print("no GPU: running on CPU at a REDUCED size (tiny models, 64 px); the numbers only show the "
               "path works", file=sys.stderr)
@@ -192,19 +243,25 @@ def main(argv=None) -> dict:
     for variant in ("fisa", "baseline"):
         model = build(variant, reduced, device)
         entry = {"trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                 "inference": bench_inference(model, device, reduced, args.images, args.warmup)}
+                 "inference": bench_inference(model, device, reduced, args.images, args.warmup,
+                                              precision=args.precision)}
         if variant == "fisa":
             entry["inference_fp32"] = bench_inference(model, device, reduced, max(args.images // 2, 2), 1,
                                                       precision="fp32") if cuda else None
-            entry["training"] = bench_training(model, device, reduced, args.train_iters)
+            entry["training"] = bench_training(model, device, reduced, args.train_iters,
+                                               precision=args.train_precision)
         record[variant] = entry
         del model
         if cuda:
             torch.cuda.empty_cache()
     record["wall_s"] = round(time.perf_counter() - t0, 1)
+    record["table2"] = compare_with_table2(record)
     print(json.dumps(record, indent=2))
+    print(format_comparison(record), file=sys.stderr)
     return record
 
 
 if __name__ == "__main__":
-    main()
+    from fisa.utils.errors import run_cli
+
+    run_cli(main)

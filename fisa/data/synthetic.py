@@ -4,7 +4,7 @@
 `fisa.data.registry` (the formats the prepare step writes), a small stand-in for coco,
 ade150, ade847, pc59, pc459, mapillary, refcoco and refcocoplus, then each dataset's
 `<root>/.fisa/<name>.prepare.done` marker (last, atomically). CLI:
-`python -m fisa.data.synthetic --root R [--seed S] [--size NAME=N ...]`.
+`python -m fisa.data.synthetic --root R [--seed S] [--size NAME=N ...] [--sides MIN MAX]`.
 
 Design (see docs/data.md): the stand-ins use the real class lists (same vocabulary sizes,
 same code paths) but each image shows only classes of a small "active" set per dataset.
@@ -61,8 +61,9 @@ def _rng(seed: int, *key: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(h[:8], "big"))
 
 
-def _size(rng: np.random.Generator) -> tuple[int, int]:
-    return int(rng.integers(MIN_SIDE, MAX_SIDE + 1)), int(rng.integers(MIN_SIDE, MAX_SIDE + 1))
+def _size(rng: np.random.Generator, sides: tuple[int, int]) -> tuple[int, int]:
+    lo, hi = sides
+    return int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1))
 
 
 def _all_names(meta: DatasetMeta) -> set[str]:
@@ -158,14 +159,14 @@ def _categories(meta: DatasetMeta) -> list[dict]:
 
 
 def _write_panoptic(meta: DatasetMeta, root: Path, split: str, n: int, seed: int, crowd_prob: float,
-                    image_name, image_id) -> int:
+                    image_name, image_id, sides: tuple[int, int] = (MIN_SIDE, MAX_SIDE)) -> int:
     """A panoptic stand-in split: images, RGB-id PNGs + JSON, semantic maps."""
     lay = meta.layout(split, root)
     stuff, things = active_classes(meta.name)
     rng = _rng(seed, meta.name, split)
     images, annotations = [], []
     for k in range(n):
-        h, w = _size(rng)
+        h, w = _size(rng, sides)
         img, seg, segments = render_scene(rng, h, w, stuff, things, crowd_prob=crowd_prob)
         fname = image_name(k)
         stem = Path(fname).stem
@@ -180,13 +181,14 @@ def _write_panoptic(meta: DatasetMeta, root: Path, split: str, n: int, seed: int
     return n
 
 
-def _write_semantic(meta: DatasetMeta, root: Path, split: str, n: int, seed: int) -> int:
+def _write_semantic(meta: DatasetMeta, root: Path, split: str, n: int, seed: int,
+                    sides: tuple[int, int] = (MIN_SIDE, MAX_SIDE)) -> int:
     lay = meta.layout(split, root)
     stuff, things = active_classes(meta.name)
     rng = _rng(seed, meta.name, split)
     dtype = np.uint16 if lay.sem_seg_ext == ".tif" else np.uint8
     for k in range(n):
-        h, w = _size(rng)
+        h, w = _size(rng, sides)
         img, seg, segments = render_scene(rng, h, w, stuff, things)
         stem = f"{meta.name}_val_{k:06d}"
         _save(img, root / lay.image_dir / f"{stem}.jpg", "JPEG")
@@ -195,7 +197,7 @@ def _write_semantic(meta: DatasetMeta, root: Path, split: str, n: int, seed: int
     return n
 
 
-def _write_pascal_context(root: Path, n: int, seed: int) -> int:
+def _write_pascal_context(root: Path, n: int, seed: int, sides: tuple[int, int] = (MIN_SIDE, MAX_SIDE)) -> int:
     """One scene set labelled in both vocabularies: PC-59's active classes (also in PC-459) plus
     two PC-459-only classes, which PC-59 labels as ignore (as the real 59-class maps do)."""
     m59, m459 = get_meta("pc59"), get_meta("pc459")
@@ -220,7 +222,7 @@ def _write_pascal_context(root: Path, n: int, seed: int) -> int:
     lay59, lay459 = m59.layout("val", root), m459.layout("val", root)
     rng = _rng(seed, "pascal_context", "val")
     for k in range(n):
-        h, w = _size(rng)
+        h, w = _size(rng, sides)
         img, seg, segments = render_scene(rng, h, w, stuff, things)
         stem = f"2008_{k:06d}"
         _save(img, root / lay59.image_dir / f"{stem}.jpg", "JPEG")
@@ -244,7 +246,8 @@ def _expressions(s, others, plus: bool) -> list[str]:
     return [f"the {a.colour_name} {a.shape} on the {side}", f"{side} {s.cls.name}"]
 
 
-def _write_referring(root: Path, n: int, seed: int) -> dict[str, int]:
+def _write_referring(root: Path, n: int, seed: int,
+                     sides: tuple[int, int] = (MIN_SIDE, MAX_SIDE)) -> dict[str, int]:
     """COCO train2014 images with thing instances; refcoco and refcoco+ refs + instances.json."""
     from pycocotools import mask as mask_utils
 
@@ -255,7 +258,7 @@ def _write_referring(root: Path, n: int, seed: int) -> dict[str, int]:
     img_dir = root / "coco" / "train2014"
     ann_id = 1
     for k in range(n):
-        h, w = _size(rng)
+        h, w = _size(rng, sides)
         img, seg, segments = render_scene(rng, h, w, stuff, things, n_things=(2, 4), void_prob=0.2)
         image_id = 500000 + k
         fname = f"COCO_train2014_{image_id:012d}.jpg"
@@ -314,26 +317,32 @@ def _check_sizes(sizes: Optional[dict]) -> dict:
     return out
 
 
-def generate(root: str | Path, seed: int = 0, sizes: Optional[dict] = None) -> dict:
-    """Write every registry dataset's stand-in under `root`, then the prepare markers. Returns counts."""
+def generate(root: str | Path, seed: int = 0, sizes: Optional[dict] = None,
+             sides: tuple[int, int] = (MIN_SIDE, MAX_SIDE)) -> dict:
+    """Write every registry dataset's stand-in under `root`, then the prepare markers. Returns counts.
+
+    `sides`: the range of image heights and widths (the small preset's 64-96 px by default; the
+    rehearsal preset's COCO/ADE-like 480-640 px)."""
     root = Path(root)
     n = _check_sizes(sizes)
+    if not (len(sides) == 2 and all(isinstance(v, int) and v >= 32 for v in sides) and sides[0] <= sides[1]):
+        raise SyntheticError(f"sides {list(sides)!r}: expected [min, max] integers, 32 <= min <= max")
     counts = {}
     coco = get_meta("coco")
     counts["coco"] = {
         "train": _write_panoptic(coco, root, "train", n["coco_train"], seed, 0.3,
-                                 lambda k: f"{k + 1:012d}.jpg", lambda k: k + 1),
+                                 lambda k: f"{k + 1:012d}.jpg", lambda k: k + 1, sides),
         "val": _write_panoptic(coco, root, "val", n["coco"], seed, 0.3,
-                               lambda k: f"{100000 + k:012d}.jpg", lambda k: 100000 + k)}
+                               lambda k: f"{100000 + k:012d}.jpg", lambda k: 100000 + k, sides)}
     counts["ade150"] = {"val": _write_panoptic(get_meta("ade150"), root, "val", n["ade150"], seed, 0.0,
                                                lambda k: f"ADE_val_{k + 1:08d}.jpg",
-                                               lambda k: f"ADE_val_{k + 1:08d}")}
-    counts["ade847"] = {"val": _write_semantic(get_meta("ade847"), root, "val", n["ade847"], seed)}
-    pc, pc_names = _write_pascal_context(root, n["pc59"], seed)
+                                               lambda k: f"ADE_val_{k + 1:08d}", sides)}
+    counts["ade847"] = {"val": _write_semantic(get_meta("ade847"), root, "val", n["ade847"], seed, sides)}
+    pc, pc_names = _write_pascal_context(root, n["pc59"], seed, sides)
     counts["pc59"] = counts["pc459"] = {"val": pc}
     counts["mapillary"] = {"val": _write_panoptic(get_meta("mapillary"), root, "val", n["mapillary"], seed, 0.0,
-                                                  lambda k: f"synthetic_{k:06d}.jpg", lambda k: f"synthetic_{k:06d}")}
-    refs = _write_referring(root, n["refcoco"], seed)
+                                                  lambda k: f"synthetic_{k:06d}.jpg", lambda k: f"synthetic_{k:06d}", sides)}
+    refs = _write_referring(root, n["refcoco"], seed, sides)
     counts["refcoco"] = counts["refcocoplus"] = {"refs": sum(refs.values()), **refs}
     for name in list_datasets():  # markers last: a dataset counts as prepared only when all is written
         if name in ("pc59", "pc459"):
@@ -369,9 +378,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", action="append", default=[], metavar="NAME=N",
                    help=f"images per stand-in, NAME in {', '.join(SIZE_KEYS)} (repeatable)")
+    p.add_argument("--sides", type=int, nargs=2, default=[MIN_SIDE, MAX_SIDE], metavar=("MIN", "MAX"),
+                   help=f"range of image heights and widths (default {MIN_SIDE} {MAX_SIDE})")
     args = p.parse_args(argv)
     try:
-        counts = generate(args.root, args.seed, parse_sizes(args.size))
+        counts = generate(args.root, args.seed, parse_sizes(args.size), tuple(args.sides))
     except SyntheticError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

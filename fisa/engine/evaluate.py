@@ -16,8 +16,10 @@ Oracle variants (Fig. 2a: `proposals: oracle` or `classes: oracle` in the varian
 the ground truth passed to the model; referring datasets (Tab. 3f) use the zero-shot protocol
 of `inference.referring_masks`, scored as LAVT / Mask Grounding do (`oIoU` overall IoU and
 `mIoU` on 480x480 masks, `fisa.metrics.referring`). Every record says whether it covers a
-subset of the split (`subset`, `dataset_size`) and the checksum of the split's annotations
-(`provenance.dataset_checksum`, `fisa.engine.provenance.dataset_checksum`). Deterministic given
+subset of the split (`subset`, `dataset_size`), the checksum of the split's annotations
+(`provenance.dataset_checksum`, `fisa.engine.provenance.dataset_checksum`) and the precision it
+ran in (`eval.precision`: fp32 | tf32 | bf16 autocast, fisa.engine.precision; a device that cannot
+run it fails). Deterministic given
 the checkpoint (no randomness at inference; `torch.use_deterministic_algorithms` on).
 """
 from __future__ import annotations
@@ -37,6 +39,7 @@ from fisa.config import config_hash, load_run_config
 from fisa.engine import provenance
 from fisa.engine.cli import add_run_config_arg, run_main, setup_logging
 from fisa.engine.inference import predict, referring_masks, run_model
+from fisa.engine.precision import precision_context
 from fisa.engine.run_model import load_run_model, pick_device
 from fisa.utils.io import atomic_path, atomic_write_json, sha256_of
 
@@ -87,6 +90,8 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
     device = device or pick_device(resolved)
     torch.use_deterministic_algorithms(True, warn_only=True)
     ev = resolved["eval"]
+    # A precision the device cannot run fails here, before any work (never silently fp32).
+    autocast = precision_context(ev["precision"], device, "eval.precision")
     meta = get_meta(dataset_name, ev["ade150_synonyms"] if dataset_name == "ade150" else None)
     min_size, max_size = int(ev["min_size"]), int(ev["max_size"])
     model, ckpt = load_run_model(resolved, run_dir, device)
@@ -116,7 +121,8 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
         for i in range(n):
             item = dataset[i]
             t0 = time.perf_counter()
-            masks = referring_masks(model, item["image"], list(item["expressions"]), min_size, max_size).cpu()
+            with autocast:
+                masks = referring_masks(model, item["image"], list(item["expressions"]), min_size, max_size).cpu()
             seconds.append(time.perf_counter() - t0)
             gt = item["mask"]
             for e in range(masks.shape[0]):
@@ -127,7 +133,7 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
     else:
         classes = meta.classes
         names = [c[0] for c in classes]
-        with torch.no_grad():
+        with torch.no_grad(), autocast:
             vocabulary = model.encode_vocabulary(classes)
         sem_eval = SemSegEvaluator(len(classes), meta.ignore_label) if "semantic" in tasks else None
         gt_json_path = gt_dir = None
@@ -144,7 +150,8 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
             if oracle:
                 targets = [_gt_segments(item, meta)]
             t0 = time.perf_counter()
-            outputs = run_model(model, item["image"], vocabulary, min_size, max_size, targets=targets)
+            with autocast:
+                outputs = run_model(model, item["image"], vocabulary, min_size, max_size, targets=targets)
             pred = predict(outputs, tasks, meta.thing, ev)
             seconds.append(time.perf_counter() - t0)
             if sem_eval is not None:
@@ -188,7 +195,8 @@ def evaluate(resolved: dict, dataset_name: str, run_dir: str | Path | None, outp
             # the prepared split's annotations, hashed (provenance.dataset_checksum)
             "dataset_split": meta.eval_split,
             "dataset_checksum": provenance.dataset_checksum(dataset_name, meta.eval_split, resolved["data_root"]),
-            "device": provenance.device_name(device), "seed": resolved["seed"], "images": n,
+            "device": provenance.device_name(device), "precision": ev["precision"], "seed": resolved["seed"],
+            "images": n,
             "dataset_images": len(dataset), "predictions": str(out_dir),
             "semantic_conventions": conventions,
             "timings": {"total_s": round(time.perf_counter() - t_start, 3),

@@ -133,7 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     preset, entry = found
     cache_dir = preset["cache_dir"]
     try:
-        result = fetch_backbone(entry, cache_dir, name) if kind == "backbone" else fetch_generator(name, entry, cache_dir)
+        if preset["defaults"]["model"]["weights"] == "random":
+            # model.weights: random (the rehearsal preset): the architectures are built, nothing is loaded
+            result = {"action": "none", "reason": "model.weights: random: nothing to download"}
+        else:
+            result = fetch_backbone(entry, cache_dir, name) if kind == "backbone" \
+                else fetch_generator(name, entry, cache_dir)
     except (ValueError, OSError, RuntimeError) as e:  # RuntimeError: fisa.utils.http.DownloadError
         print(f"error: {kind} {name!r}: {e}", file=sys.stderr)
         return 1

@@ -31,6 +31,7 @@ def build_run_model(resolved: dict, device: torch.device | str = "cpu"):
 
     torch.manual_seed(resolved["seed"])
     model = build_model(resolved["model"], resolved["variant"], cache_dir=resolved["cache_dir"])
+    model.text_cache_dir = Path(resolved["cache_dir"]) / "text_embeddings"  # one encoding per vocabulary and text tower
     return model.to(device)
 
 

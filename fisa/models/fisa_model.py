@@ -13,7 +13,8 @@ from fisa.models.loss import set_criterion
 from fisa.models.mask_attention import encode_with_mask_tokens
 from fisa.models.oracle import no_object_logits, oracle_class_logits, oracle_proposals
 from fisa.models.seve import build_seve
-from fisa.models.text import (VOID_MODES, VOID_TEXT, apply_synonym_mode, encode_class_names, prompt_templates,
+from fisa.models.text import (VOID_MODES, VOID_TEXT, apply_synonym_mode, cached_class_embeddings, encode_class_names,
+                              prompt_templates, text_tower_fingerprint,
                               validate_class_names)
 from fisa.models.variants import apply_variant, get_variant, inject_lora
 
@@ -71,6 +72,10 @@ class FisaModel(nn.Module):
         self.register_buffer("clip_mean", torch.tensor(mean).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("clip_std", torch.tensor(std).view(1, 3, 1, 1) * 255, persistent=False)
         self._vocabulary_cache: dict = {}
+        # <cache_dir>/text_embeddings when set (fisa.engine.run_model.build_run_model): vocabularies
+        # encoded once per text-tower weights, across processes; None: in memory only
+        self.text_cache_dir: Path | None = None
+        self._text_fingerprint: str | None = None
         if self.spec.lora:
             inject_lora(visual, model_cfg["lora_rank"])
         apply_variant(self, self.spec)
@@ -99,6 +104,7 @@ class FisaModel(nn.Module):
             self.generator.eval()
         if mode and self.text_trainable:
             self._vocabulary_cache.clear()
+            self._text_fingerprint = None  # the tower's weights are about to change
         return self
 
     # ----------------------------------------------------------------- text
@@ -112,7 +118,16 @@ class FisaModel(nn.Module):
         key = (str(self.clip_mean.device), tuple(tuple(s) for s in class_names))  # survives model.to(device)
         if key not in self._vocabulary_cache:
             with torch.no_grad():
-                self._vocabulary_cache[key] = encode_class_names(self.clip, self.tokenizer, class_names, self.templates)
+                if self.text_cache_dir is not None:  # on disk, across processes (fisa.models.text)
+                    if self._text_fingerprint is None:
+                        self._text_fingerprint = text_tower_fingerprint(self.clip)
+                if self.text_cache_dir is not None and self._text_fingerprint is not None:
+                    self._vocabulary_cache[key] = cached_class_embeddings(
+                        self.text_cache_dir, self._text_fingerprint, self.clip, self.tokenizer, class_names,
+                        self.templates)
+                else:
+                    self._vocabulary_cache[key] = encode_class_names(self.clip, self.tokenizer, class_names,
+                                                                     self.templates)
         return self._vocabulary_cache[key]
 
     # ----------------------------------------------------------------- vision

@@ -1,6 +1,7 @@
 """Text side: prompt templates (a data file) and class-name embeddings with CLIP's text tower."""
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -90,6 +91,43 @@ def encode_class_names(clip: nn.Module, tokenizer, class_names: list[list[str]],
     cls_emb = torch.zeros(len(class_names), syn_emb.shape[1], device=device, dtype=syn_emb.dtype)
     cls_emb = cls_emb.index_add(0, class_idx, syn_emb)
     return F.normalize(cls_emb, dim=-1)
+
+
+def text_tower_fingerprint(clip: nn.Module) -> str | None:
+    """sha256 of every non-visual tensor of `clip` (names, dtypes, bytes): the identity of the text
+    tower's weights, whatever backbone, tag, seed or fine-tuning produced them. None on meta."""
+    h = hashlib.sha256()
+    for name, t in clip.state_dict().items():
+        if name.startswith("visual."):
+            continue
+        if t.is_meta:
+            return None
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def cached_class_embeddings(cache_dir: str | Path, fingerprint: str, clip: nn.Module, tokenizer,
+                            class_names: list[list[str]], templates: list[str]) -> torch.Tensor:
+    """`encode_class_names`, read from `<cache_dir>/<key>.pt` when an earlier process wrote it.
+
+    key = sha256 of (text-tower fingerprint, class lists, templates, autocast dtype): a vocabulary
+    is encoded once per backbone's weights (at ViT-L size and 14 templates x synonyms, minutes of
+    CPU per vocabulary). Written atomically; loaded onto the tower's device."""
+    from fisa.utils.io import atomic_path
+
+    device = next(clip.parameters()).device
+    autocast = str(torch.get_autocast_dtype(device.type)) if torch.is_autocast_enabled(device.type) else "fp32"
+    key = hashlib.sha256(json.dumps({"text_tower": fingerprint, "classes": class_names, "templates": templates,
+                                     "autocast": autocast}).encode()).hexdigest()
+    path = Path(cache_dir) / f"{key}.pt"
+    if path.exists():
+        return torch.load(path, map_location=device, weights_only=True)
+    emb = encode_class_names(clip, tokenizer, class_names, templates)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(emb.detach().cpu(), tmp)
+    return emb
 
 
 def get_tokenizer(model_name: str):

@@ -17,6 +17,10 @@ if DATA_SOURCE == "synthetic":
             [data_marker(d) for d in ALL_DATASETS],
         params:
             root=DATA_ROOT,
+            # presets.<p>.synthetic: image sides and images per stand-in (the rehearsal preset's paper-like sizes)
+            sizes=" ".join(f"--size {k}={v}" for k, v in PRESET_CFG.get("synthetic", {}).get("sizes", {}).items()),
+            sides=" ".join(["--sides"] + [str(v) for v in PRESET_CFG["synthetic"]["sides"]])
+                  if "sides" in PRESET_CFG.get("synthetic", {}) else "",
         log:
             log_path("synthetic_data", "synthetic_data"),
         conda:
@@ -25,7 +29,7 @@ if DATA_SOURCE == "synthetic":
         resources:
             **rule_resources("synthetic_data"),
         shell:
-            "python -m fisa.data.synthetic --root {params.root:q} --seed 0 > {log:q} 2>&1"
+            "python -m fisa.data.synthetic --root {params.root:q} --seed 0 {params.sizes} {params.sides} > {log:q} 2>&1"
 
 else:
 
