@@ -146,17 +146,29 @@ REAL_ENTRY_POINTS = ("fisa.data.synthetic", "fisa.engine.fetch", "fisa.engine.tr
                      "fisa.engine.evaluate")
 
 
+def _tiny_pretraining(copy: Path):
+    """The small preset's generator training and CLIP pre-training cut to 2 iterations: these
+    jobs' quality does not matter here, only that the real programs run."""
+    cfg = copy / "config.yaml"
+    text = cfg.read_text()
+    generator, clip = "train: {iterations: 150, batch_size: 4,", "pretrain: {iterations: 250, batch_size: 48,"
+    assert generator in text and clip in text
+    cfg.write_text(text.replace(generator, generator.replace("150", "2")).replace(clip, clip.replace("250", "2")))
+
+
 def test_real_small_jobs_through_the_slurm_profile(slurm_cluster, tmp_path):
     """The real entry points, small preset: data, checkpoints and the tiny generator made
     locally, then training and a real evaluation submitted through SLURM."""
     missing = [m for m in REAL_ENTRY_POINTS if importlib.util.find_spec(m) is None]
     assert not missing, f"entry points missing: {missing}"
     copy = workflow_copy(tmp_path)
+    _tiny_pretraining(copy)
     prepared = snakemake(copy, "--cores", "2", "resources/small/checkpoints/generators/swin_b/done.json",
                          "resources/small/checkpoints/.done/backbone_vit_l14_336.json",
                          "resources/small/datasets/.fisa/coco.prepare.done", "--config", "preset=small",
                          timeout=600)
     assert prepared.returncode == 0, prepared.stdout[-3000:]
+    assert json.loads((copy / "resources/small/checkpoints/generators/swin_b/done.json").read_text())["iterations"] == 2
     target = "results/small/eval/baseline/seed0/refcoco.json"
     res = snakemake(copy, *CLUSTER_ARGS, target, "--config", "preset=small", timeout=600)
     assert res.returncode == 0, res.stdout[-5000:]

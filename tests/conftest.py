@@ -1,0 +1,30 @@
+"""Suite-wide pytest settings: the order in which test files are handed to pytest-xdist workers.
+
+CI runs `pytest -q` with `-n auto --dist loadfile` (pyproject.toml): each test file goes whole
+to one worker, so its module-scoped fixtures (a SLURM cluster, a trained tiny run, a prepared
+dataset) are still built once. Files are handed out in collection order; the longest ones go
+first, so that no long file starts last and runs alone while the other worker idles.
+"""
+from __future__ import annotations
+
+# Slowest files first (measured with --durations on 2 cores; the SLURM file mostly waits on
+# job submission and status polling, so it overlaps well with the CPU-bound ones).
+LONGEST_FIRST = (
+    "test_workflow_slurm.py",
+    "test_engine_pipeline.py",
+    "test_bench_rehearse.py",
+    "test_engine_real.py",
+    "test_workflow.py",
+    "test_pretrain_clip.py",
+    "test_workflow_inputs.py",
+    "test_eval_oracle.py",
+    "test_prepare.py",
+    "test_engine_rerun.py",
+    "test_readme_commands.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Stable sort: the files of LONGEST_FIRST in that order, then every other file as collected."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
