@@ -7,6 +7,13 @@ first, so that no long file starts last and runs alone while the other worker id
 """
 from __future__ import annotations
 
+import os
+
+# 2 workers share the 2 cores: each worker and the programs its tests start use one thread
+# (torch's default of one thread per core would run 4 threads on 2 cores and spin-wait).
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # Slowest files first (measured with --durations on 2 cores; the SLURM file mostly waits on
 # job submission and status polling, so it overlaps well with the CPU-bound ones).
 LONGEST_FIRST = (

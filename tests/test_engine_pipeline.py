@@ -4,6 +4,7 @@ real FISA run, prediction files, the evaluation / efficiency records, referring 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -25,7 +26,8 @@ def small(tmp_path_factory):
     from fisa.data.synthetic import generate
     from fisa.engine.train_generator import train_generator
 
-    torch.set_num_threads(2)
+    # both cores when the file runs alone; one per pytest-xdist worker (2 workers share 2 cores)
+    torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
     root = tmp_path_factory.mktemp("small")
     data_root, cache = root / "datasets", root / "checkpoints"
     generate(str(data_root), seed=0)

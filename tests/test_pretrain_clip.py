@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import open_clip
@@ -30,7 +31,8 @@ def _ade_text(clip) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-    torch.set_num_threads(2)
+    # both cores when the file runs alone; one per pytest-xdist worker (2 workers share 2 cores)
+    torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
     cache = tmp_path_factory.mktemp("cache")
     path = harness_clip_path(cache, "vit_b16")
     record = pretrain_clip({**ENTRY, "pretrain": {"iterations": 150, "batch_size": 48, "lr": 2e-3}}, path)
