@@ -182,23 +182,35 @@ def test_cls_and_image_tokens_are_bit_identical_to_plain_open_clip_with_seve():
     assert torch.equal(enc["cls_embedding"], plain_cls)
 
 
-@pytest.mark.parametrize("layers", [1, 2, 3])
-def test_distribution_adapter_is_identity_at_init_and_sized(layers):
+@pytest.mark.parametrize("layers,hidden,kernel", [(1, 8, 3), (2, 8, 3), (3, 8, 3), (2, 4, 5)])
+def test_distribution_adapter_is_identity_at_init_and_sized(layers, hidden, kernel):
     torch.manual_seed(0)
-    adapter = DistributionAdapter(layers)
+    adapter = DistributionAdapter(layers, hidden, kernel)
     x = torch.randn(2, 5, 12, 12)
     torch.testing.assert_close(adapter(x), x)
     convs = [m for m in adapter.layers if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == layers
-    hidden = 8
-    expected = {1: 9 + 1, 2: (9 * hidden + hidden) + (9 * hidden + 1),
-                3: (9 * hidden + hidden) + (9 * hidden * hidden + hidden) + (9 * hidden + 1)}[layers]
+    k2 = kernel * kernel
+    expected = {1: k2 + 1, 2: (k2 * hidden + hidden) + (k2 * hidden + 1),
+                3: (k2 * hidden + hidden) + (k2 * hidden * hidden + hidden) + (k2 * hidden + 1)}[layers]
     assert sum(p.numel() for p in adapter.parameters()) == expected
+
+
+def test_adapter_width_and_kernel_come_from_the_config():
+    """model.adapter_channels / adapter_kernel_size size the adapter the factory builds (the paper's
+    default of 153 parameters = 2 layers, 8 channels, 3x3); an even kernel is refused, naming the key."""
+    def adapter_size(**over):
+        return sum(p.numel() for p in build_model(model_cfg(**over), "fisa").distribution_adapter.parameters())
+
+    assert adapter_size() == 153
+    assert adapter_size(adapter_channels=4, adapter_kernel_size=5) == (25 * 4 + 4) + (25 * 4 + 1)
+    with pytest.raises(ValueError, match="model.adapter_kernel_size"):
+        build_model(model_cfg(adapter_kernel_size=4), "fisa")
 
 
 def test_adapter_acts_per_mask_and_depth_zero_means_none():
     torch.manual_seed(0)
-    adapter = DistributionAdapter(2)
+    adapter = DistributionAdapter(2, 8, 3)
     for p in adapter.parameters():
         torch.nn.init.normal_(p, std=0.5)
     x = torch.randn(1, 3, 10, 10)

@@ -130,8 +130,8 @@ def test_unknown_variant_is_rejected():
         build_model(model_cfg(), "simo")
 
 
-@pytest.mark.parametrize("key", ["num_proposals", "adapter_layers", "lora_rank", "logit_scale", "init_seed",
-                                 "weights"])
+@pytest.mark.parametrize("key", ["num_proposals", "adapter_layers", "adapter_channels", "adapter_kernel_size",
+                                 "lora_rank", "logit_scale", "init_seed", "weights"])
 def test_factory_has_no_hidden_defaults(key):
     """Every model key comes from the config: a section without one fails naming it, instead of a
     default in code that no run records."""

@@ -13,7 +13,8 @@ from fisa.models.variants import check_variant
 
 # Every key of the `model` section the factory reads (config.yaml's presets.<P>.defaults.model, plus
 # `clip` and `generator_config` resolved from the preset's tables). No key has a default in code.
-MODEL_KEYS = ("backbone", "generator", "num_proposals", "adapter_layers", "lora_rank", "seve", "patch_mask",
+MODEL_KEYS = ("backbone", "generator", "num_proposals", "adapter_layers", "adapter_channels", "adapter_kernel_size",
+              "lora_rank", "seve", "patch_mask",
               "init_seed", "logit_scale", "prompt_templates", "synonyms", "void", "weights", "clip",
               "generator_config")
 WEIGHTS = ("pretrained", "random")

@@ -13,12 +13,17 @@ from torch import nn
 
 
 class DistributionAdapter(nn.Module):
-    """`num_layers` 3x3 convs (GELU between) with a zero-initialised residual on mask logits."""
+    """`num_layers` convs (`kernel_size`, `hidden_channels` wide, GELU between) with a zero-initialised
+    residual on mask logits (model.adapter_layers / adapter_channels / adapter_kernel_size)."""
 
-    def __init__(self, num_layers: int = 2, hidden_channels: int = 8, kernel_size: int = 3):
+    def __init__(self, num_layers: int, hidden_channels: int, kernel_size: int):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"model.adapter_layers: DistributionAdapter needs >= 1 layer, got {num_layers}")
+        if hidden_channels < 1:
+            raise ValueError(f"model.adapter_channels: expected >= 1, got {hidden_channels}")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"model.adapter_kernel_size: expected an odd size (same-size output), got {kernel_size}")
         pad = kernel_size // 2
         chans = [1] + [hidden_channels] * (num_layers - 1) + [1]
         layers: list[nn.Module] = []

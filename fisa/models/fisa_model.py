@@ -60,7 +60,8 @@ class FisaModel(nn.Module):
             if not 0 <= layers <= 8:
                 raise ValueError(f"model.adapter_layers: expected 0-8, got {layers}")
             if layers:
-                self.distribution_adapter = DistributionAdapter(layers)
+                self.distribution_adapter = DistributionAdapter(layers, int(model_cfg["adapter_channels"]),
+                                                                int(model_cfg["adapter_kernel_size"]))
         # No-object logit = scale * <normalised region, no_object_embedding>. Zero at init: the
         # untrained baseline never prefers "no object" over a class (CLIP cosines are > 0).
         self.no_object_embedding = nn.Parameter(torch.zeros(embed_dim))
