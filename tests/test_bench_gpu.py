@@ -37,7 +37,7 @@ def test_reduced_run_compares_nothing():
 def test_require_gpu_without_cuda_fails_naming_the_flag(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(gpu.NoGPUError, match="--require-gpu: torch sees no CUDA device"):
-        gpu.main(["--require-gpu"])
+        gpu.check(["--require-gpu"])
 
 
 def test_a_precision_the_cpu_cannot_run_is_refused_not_replaced():
@@ -48,7 +48,7 @@ def test_a_precision_the_cpu_cannot_run_is_refused_not_replaced():
 
 def test_reduced_cpu_run_states_its_precision_and_prints_the_comparison(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    rec = gpu.main(["--images", "1", "--warmup", "0", "--train-iters", "1", "--precision", "bf16",
+    rec = gpu.check(["--images", "1", "--warmup", "0", "--train-iters", "1", "--precision", "bf16",
                     "--train-precision", "bf16"])
     assert rec["reduced"] is True
     assert rec["fisa"]["inference"]["precision"] == "bf16" == rec["fisa"]["training"]["precision"]

@@ -306,13 +306,15 @@ def test_attribution_seve_and_the_adapter_each_contribute(small, baseline, fisa)
     is {0}: each further seed costs four more runs), ADE-150 stand-in.
 
     SEVE: the `seve` experiment (SEVE + adapter trained, CLIP frozen, no SIMO) against the
-    frozen `baseline`. The adapter: `fisa` (2 adapter layers) against `adapter_0` (none).
-    Measured (this machine, seed 0, the defaults of docs/choices.md: shared SEVE in every block,
-    point criterion, MaskCLIP's void and thresholds): baseline PQ 0.00 / mIoU 3.57; seve PQ 4.85 /
-    mIoU 18.42; adapter_0 PQ 13.07 / mIoU 16.64; fisa PQ 9.67 / mIoU 20.82. So at toy scale SEVE
-    lifts both (+4.9 PQ, +14.9 mIoU); the adapter lifts mIoU (+4.2) but NOT PQ (-3.4: with 12
-    evaluation images and one seed, PQ moves by whole segments; not asserted). With the void
-    class the text "other" (nothing learned), the gain over the baseline is SEVE's and SIMO's."""
+    frozen `baseline`: asserted, it is large and stable. The adapter: `fisa` (2 adapter layers)
+    against `adapter_0` (none): at toy scale its effect is inside the noise, so only its training
+    is asserted (its zero-initialised last conv moved: the loss reaches it), not a gain.
+    Measured (seed 0, the defaults of docs/choices.md), with the tiny CLIP pre-trained on 2 threads:
+    baseline PQ 0.00 / mIoU 3.57, seve 4.85 / 18.42, adapter_0 13.07 / 16.64, fisa 9.67 / 20.82;
+    on 1 thread (another pre-trained CLIP, float sums in another order): baseline 0.00 / 0.49,
+    seve 4.78 / 15.16, adapter_0 11.89 / 18.60, fisa 11.36 / 17.87. SEVE lifts mIoU by ~15 points
+    both times; the adapter's sign flips (+4.2 / -0.7 mIoU; PQ -3.4 / -0.5): at 12 evaluation
+    images and one seed it is not measurable here (Tab. 3c's paper effect is +0.8 PQ)."""
     seve_r, seve_out = _train(small, "seve")
     seve = _evaluate(small, seve_r, seve_out, "ade150")[0]["metrics"]
     a0_r, a0_out = _train(small, "adapter_0")
@@ -320,5 +322,10 @@ def test_attribution_seve_and_the_adapter_each_contribute(small, baseline, fisa)
     b, f = baseline[2]["metrics"], fisa[2]["metrics"]
     print(f"baseline PQ {b['PQ']:.2f} mIoU {b['mIoU']:.2f} | seve PQ {seve['PQ']:.2f} mIoU {seve['mIoU']:.2f} | "
           f"adapter_0 PQ {adapter_0['PQ']:.2f} mIoU {adapter_0['mIoU']:.2f} | fisa PQ {f['PQ']:.2f} mIoU {f['mIoU']:.2f}")
-    assert seve["mIoU"] > b["mIoU"] + 2 and seve["PQ"] > b["PQ"], "SEVE (+ adapter) did not lift the frozen baseline"
-    assert f["mIoU"] > adapter_0["mIoU"] + 2, "the adapter did not lift FISA's mIoU"
+    assert seve["mIoU"] > b["mIoU"] + 5 and seve["PQ"] > b["PQ"], "SEVE (+ adapter) did not lift the frozen baseline"
+    state = torch.load(fisa[1] / "model_final.pt", map_location="cpu", weights_only=True)
+    state = state.get("model", state)
+    adapter = {k: v for k, v in state.items() if "distribution_adapter" in k}
+    assert adapter, f"no Distribution Adapter weights in fisa's model_final.pt: {sorted(state)[:8]}"
+    last_weight = max((k for k in adapter if k.endswith("weight")), key=lambda k: int(k.split(".")[-2]))
+    assert adapter[last_weight].abs().sum() > 0, f"{last_weight} is still zero: the adapter did not train"

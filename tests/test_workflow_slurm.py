@@ -172,8 +172,9 @@ def test_real_small_jobs_through_the_slurm_profile(slurm_cluster, tmp_path):
     target = "results/small/eval/baseline/seed0/refcoco.json"
     res = snakemake(copy, *CLUSTER_ARGS, target, "--config", "preset=small", timeout=600)
     assert res.returncode == 0, res.stdout[-5000:]
-    # the run config is written by a local rule (results/small/configs/runs/baseline/seed0.yaml)
-    assert job_counts(res.stdout) == {"run_config": 1, "train": 1, "evaluate": 1, "total": 3}
+    # the run config and the prompt-template set are written by local rules
+    # (results/small/configs/runs/baseline/seed0.yaml, .snakemake/fisa/sections/templates/<set>.json)
+    assert job_counts(res.stdout) == {"run_config": 1, "template_set": 1, "train": 1, "evaluate": 1, "total": 4}
     assert "has been submitted with SLURM jobid" in res.stdout
     record = json.loads((copy / target).read_text())
     assert record["experiment"] == "baseline" and record["dataset"] == "refcoco" and record["preset"] == "small"
