@@ -12,7 +12,10 @@ from pathlib import Path
 import torch
 
 from fisa.config import REPO_ROOT, code_version
-from fisa.utils.io import sha256_of
+import json
+
+from fisa.utils.io import atomic_write_json, sha256_of
+from fisa.utils.markers import MARKER_DIR
 
 _LIBRARIES = ("torch", "torchvision", "open_clip_torch", "transformers", "peft", "numpy",
               "scipy", "hotcoco", "pycocotools", "fisa-repro")
@@ -98,5 +101,22 @@ def dataset_checksum(name: str, split: str, data_root: str | os.PathLike) -> str
         else:
             raise FileNotFoundError(f"{path}: dataset {name!r} split {split!r}: {key} is missing "
                                     "(prepare the dataset again)")
+    # Every evaluation of the split asks for it (dozens per split on the paper preset, thousands of
+    # files): the result is kept beside the data markers, keyed by each file's path, size and mtime,
+    # and the files are hashed again only when one of those changed. A read-only data root caches nothing.
+    stats = sorted((p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    key = hashlib.sha256(json.dumps(stats).encode()).hexdigest()
+    cache = root / MARKER_DIR / f"{name}.{split}.annotations.json"
+    try:
+        cached = json.loads(cache.read_text())
+        if cached.get("stat_key") == key:
+            return cached["checksum"]
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass
     lines = sorted(f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}\t{sha256_of(p)}" for p in files)
-    return "sha256:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    checksum = "sha256:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    try:
+        atomic_write_json(cache, {"stat_key": key, "checksum": checksum})
+    except OSError:
+        pass
+    return checksum
