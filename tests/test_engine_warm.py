@@ -27,7 +27,8 @@ PROBE = textwrap.dedent("""
     if mode == "crash":
         raise RuntimeError("the probe failed")
     if mode == "preempt":          # the engine's way: checkpoint on SIGTERM, exit 75
-        signal.signal(signal.SIGTERM, lambda *_: (print("got SIGTERM", flush=True), sys.exit(75)))
+        # os.write: the signal may arrive while print("ready") still holds stdout's buffer
+        signal.signal(signal.SIGTERM, lambda *_: (os.write(1, b"got SIGTERM\\n"), sys.exit(75)))
     if mode in ("preempt", "sleep"):
         print("ready", flush=True)
         time.sleep(60)
@@ -122,7 +123,8 @@ def test_a_changed_source_file_restarts_cold(workdir):
     helper.write_text("VALUE = 2\n")
     st = helper.stat()
     os.utime(helper, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    p, out, _ = run(workdir, "exit", "0")
+    p, out, err = run(workdir, "exit", "0")
+    assert p.returncode == 0, err
     assert record(out)["helper"] == 2 and record(out)["pid"] == p.pid   # cold, with the new code
     deadline = time.monotonic() + 30
     while list((workdir / ".snakemake/fisa-warm").glob("*.sock")) and time.monotonic() < deadline:

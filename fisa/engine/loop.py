@@ -212,8 +212,9 @@ class _SignalFlag:
         return self
 
     def _handle(self, signum, frame):
+        # only the flag: a handler that writes (logging) can interrupt a write to the same stream
+        # and fail with "reentrant call inside BufferedWriter"; the loop logs when it acts on it
         self.received = signal.Signals(signum).name
-        log.warning("received %s: will checkpoint after this iteration and exit", self.received)
 
     def __exit__(self, *exc):
         for sig, old in self._old.items():
@@ -320,6 +321,9 @@ def train_loop(model: nn.Module, dataset: Dataset, step_fn: Callable[[nn.Module,
                 progress.update(it, sums, lr)
                 done = it + 1
                 stop = all_reduce_any(flag.received is not None, ctx)
+                if stop:
+                    log.warning("received %s: checkpointing iteration %d and exiting",
+                                flag.received or "a signal on another rank", done)
                 checkpointed = done % cfg.checkpoint_every == 0 or stop or done == cfg.iterations
                 if checkpointed:
                     last_good = save(done) or last_good

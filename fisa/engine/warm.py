@@ -80,7 +80,8 @@ def send_msg(sock: socket.socket, payload: dict, fds: list[int] | None = None) -
     frame = struct.pack("!I", len(data)) + data
     if fds:
         sent = socket.send_fds(sock, [frame], fds)
-        sock.sendall(frame[sent:])
+        if sent < len(frame):            # never send(b""): the peer may have replied and closed already
+            sock.sendall(frame[sent:])
     else:
         sock.sendall(frame)
 
