@@ -52,16 +52,24 @@ def test_every_env_file_lists_exactly_the_pyproject_dependencies():
 
 
 def test_every_rule_runs_in_a_conda_env_that_exists():
+    """Each rule that runs a shell command names one of the two envs in its `conda:` directive."""
+    shell_rules = 0
     for smk in (REPO / "workflow" / "rules").glob("*.smk"):
-        text = smk.read_text()
-        if "shell:" in text:
-            assert "CONDA_ENV" in text, f"{smk.name}: rules without a conda env"
-    assert (REPO / "envs" / "fisa.yaml").exists()
+        blocks = re.split(r"^\s*(?=(?:rule|checkpoint) \w+:)", smk.read_text(), flags=re.M)
+        for block in blocks[1:]:
+            name = block.split(":", 1)[0]
+            if "\n    shell:" in block or "\n        shell:" in block:
+                shell_rules += 1
+                env = re.search(r"\n\s+conda:\n\s+(\w+)", block)
+                assert env and env.group(1) in ("CONDA_ENV", "ANALYSIS_ENV"), f"{smk.name}: {name} has no conda env"
+    assert shell_rules >= 10
+    assert (REPO / "envs" / "fisa.yaml").exists() and (REPO / "envs" / "analysis.yaml").exists()
 
 
 # + the launcher every rule starts its program through (fisa.engine.warm: the standard library only)
+# and the rehearsal's report (workflow/rules/rehearsal.smk)
 ANALYSIS_PROGRAMS = ("analysis.aggregate", "analysis.tables", "analysis.scorecard", "analysis.curves",
-                     "fisa.engine.warm")
+                     "fisa.engine.warm", "fisa.bench.rehearsal")
 
 
 def test_the_analysis_env_holds_what_its_programs_import():

@@ -52,8 +52,10 @@ WITH_OPTIONAL = bool(config.get("with_optional", False))
 # SLURM job) every job starts cold. The switch is the environment, not the command, so
 # switching executors reruns nothing (the command text is a rerun trigger).
 PYTHON = "python -m fisa.engine.warm"
-os.environ["FISA_WARM"] = "1" if (config.get("warm_start", True) and workflow.local_exec
-                                   and not workflow.remote_exec) else "0"
+# A preset can refuse it (`presets.<P>.warm_start: false`: the rehearsal, whose benchmarks
+# must measure the job, not the client).
+os.environ["FISA_WARM"] = "1" if (config.get("warm_start", True) and PRESET_CFG.get("warm_start", True)
+                                   and workflow.local_exec and not workflow.remote_exec) else "0"
 
 
 def _stop_warm_servers(log):

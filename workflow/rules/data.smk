@@ -23,6 +23,8 @@ if DATA_SOURCE == "synthetic":
                   if "sides" in PRESET_CFG.get("synthetic", {}) else "",
         log:
             log_path("synthetic_data", "synthetic_data"),
+        benchmark:
+            bench_path("synthetic_data", "synthetic_data"),
         conda:
             CONDA_ENV
         threads: rule_threads("synthetic_data")

@@ -40,6 +40,8 @@ rule efficiency:
         config_hash=lambda wc: config_hash(resolved(wc.experiment), EFFICIENCY_SECTIONS),
     log:
         log_path("efficiency", "{experiment}"),
+    benchmark:
+        bench_path("efficiency", "{experiment}"),
     conda:
         CONDA_ENV
     threads: rule_threads("efficiency")
