@@ -246,6 +246,7 @@ def _build_and_train(resolved: dict, out: Path, ctx: DistContext, micro_batch: i
     model = build_run_model(resolved, ctx.device)
     if iterations == 0:
         return model, None
+    model.gradient_checkpointing = bool(t["gradient_checkpointing"])   # a memory lever: same values
     dataset, meta = training_dataset(resolved)
     from fisa.data.transforms import collate, train_transform
 

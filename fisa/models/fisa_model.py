@@ -50,6 +50,8 @@ class FisaModel(nn.Module):
         if self.void not in VOID_MODES:
             raise ValueError(f"model.void: {self.void!r} is not one of {VOID_MODES}")
         self.patch_mask = dict(model_cfg["patch_mask"])  # Eq. 5 rule, see mask_attention.py
+        # set by the training engine from `train.gradient_checkpointing` (a memory lever, same values)
+        self.gradient_checkpointing = False
         self.seve = nn.ModuleDict()
         self.seve_blocks: list[int] = []  # the blocks SEVE runs in (model.seve.layers)
         self.distribution_adapter = None
@@ -193,7 +195,8 @@ class FisaModel(nn.Module):
         proposals = proposals.to(images.device)
         mask_logits = self.distribution_adapter(proposals) if self.distribution_adapter is not None else proposals
         enc = encode_with_mask_tokens(self.clip.visual, self.clip_pixels(images), mask_logits, self.patch_mask,
-                                      self.seve_modules(), vocabulary)
+                                      self.seve_modules(), vocabulary,
+                                      checkpoint_blocks=self.gradient_checkpointing and self.training)
         class_logits = self.classify(enc["region_embeddings"], vocabulary)
         if valid is not None:  # padded oracle proposals are "no object"
             pad = no_object_logits(class_logits.shape[1], vocabulary.shape[0], class_logits.shape[0], class_logits.device)

@@ -11,6 +11,7 @@ mask cannot produce NaN. In SEVE blocks the normalised mask tokens are first enr
 from __future__ import annotations
 
 import torch
+import torch.utils.checkpoint
 import torch.nn.functional as F
 from torch import nn
 
@@ -113,13 +114,17 @@ def mask_token_block(block: nn.Module, x: torch.Tensor, mask_tokens: torch.Tenso
 
 def encode_with_mask_tokens(visual: nn.Module, pixels: torch.Tensor, mask_logits: torch.Tensor,
                             patch_mask: dict, seve: dict[int, nn.Module] | None = None,
-                            class_tokens: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                            class_tokens: torch.Tensor | None = None,
+                            checkpoint_blocks: bool = False) -> dict[str, torch.Tensor]:
     """Run the vision tower (open_clip ViT or EVA) with one mask token per proposal.
 
     pixels [B, 3, H, W] CLIP-normalised; mask_logits [B, Q, h, w] in the same frame;
     patch_mask: `model.patch_mask` {rule, threshold} (Eq. 5, see patch_attention_mask);
     seve: {block index: SemanticGuidedAttention} (one module may serve several blocks: its class
     keys/values are then computed once); class_tokens [C, D].
+    checkpoint_blocks (`train.gradient_checkpointing`): with gradients on, each block's activations
+    are recomputed in the backward pass instead of kept (torch.utils.checkpoint, non-reentrant):
+    the same values and gradients for about one block's activations of memory instead of all of them.
     Returns {"region_embeddings" [B, Q, D] (the tower's head on the final mask tokens),
     "cls_embedding" [B, D], "image_tokens" [B, 1+N, W] (before the final norm), "grid"}.
     """
@@ -130,9 +135,14 @@ def encode_with_mask_tokens(visual: nn.Module, pixels: torch.Tensor, mask_logits
     m = initial_mask_tokens(tower, x.shape[0], mask_logits.shape[1], x.dtype)
     keys_values = {id(mod): mod.class_keys_values(class_tokens, x.shape[0], x.dtype)
                    for mod in {id(mod): mod for mod in seve.values()}.values()}
+    checkpoint_blocks = checkpoint_blocks and torch.is_grad_enabled()
     for i, block in enumerate(tower.blocks):
         mod = seve.get(i)
-        x, m = mask_token_block(block, x, m, keep, mod, class_tokens, tower.block_parts(block),
-                                keys_values[id(mod)] if mod is not None else None)
+        args = (block, x, m, keep, mod, class_tokens, tower.block_parts(block),
+                keys_values[id(mod)] if mod is not None else None)
+        if checkpoint_blocks:
+            x, m = torch.utils.checkpoint.checkpoint(mask_token_block, *args, use_reentrant=False)
+        else:
+            x, m = mask_token_block(*args)
     return {"region_embeddings": tower.head(m), "cls_embedding": tower.head(x[:, 0]), "image_tokens": x,
             "grid": grid}
