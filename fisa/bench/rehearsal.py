@@ -185,7 +185,6 @@ def render(rows: list[dict], preset: str) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=None)
     ap.add_argument("--preset", default="rehearsal")
     ap.add_argument("--plan", default=None, help="the plan JSON the workflow wrote (default: results/<preset>/rehearsal/plan.json)")
     ap.add_argument("--results", default=None, help="default: results/<preset>")
