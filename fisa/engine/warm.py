@@ -42,9 +42,15 @@ IDLE_SECONDS = 300.0
 START_TIMEOUT = 300.0      # the server's imports; generous, the machine may be loaded
 SOCKET_DIR = ".snakemake/fisa-warm"
 # What the server imports before its first fork (FISA_WARM_PRELOAD, comma-separated, overrides).
+# Besides the programs: what they import lazily in every job (measured with a set difference of
+# sys.modules around a job: the generator's transformers modules ~0.5 CPU s an evaluation or
+# training, the config schema, the metrics, the PDF backend and its font subsetter).
 PRELOAD = ("torch", "fisa.engine.train", "fisa.engine.evaluate", "fisa.engine.efficiency",
-           "fisa.engine.train_generator", "analysis.aggregate", "analysis.tables", "analysis.figures", "analysis.curves",
-           "analysis.scorecard")
+           "fisa.engine.train_generator", "fisa.engine.fetch", "fisa.engine.pretrain_clip", "fisa.data.synthetic",
+           "analysis.aggregate", "analysis.tables", "analysis.figures", "analysis.curves", "analysis.scorecard",
+           "transformers.models.mask2former.modeling_mask2former", "transformers.models.swin.modeling_swin",
+           "jsonschema", "fisa.data.datasets", "fisa.data.transforms", "fisa.metrics.panoptic", "fisa.models.tiny_eva",
+           "matplotlib.backends.backend_pdf", "matplotlib.backends.backend_agg", "fontTools.subset")
 # Environment that acts before `main` runs (interpreter start-up, library loading).
 KEY_ENV = ("PYTHONPATH", "PYTHONHASHSEED", "PYTHONSAFEPATH", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS",
            "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
