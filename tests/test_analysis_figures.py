@@ -75,7 +75,7 @@ def test_fig7_x_from_resolved_config_and_paper_points(tmp_path):
     data = F.render("fig7_training_length", inp, tmp_path / "f.pdf", tmp_path / "f.png")
     _check_files(tmp_path, "f")
     # the small preset's iteration counts of these experiments (config.yaml, presets.small)
-    expect_x = {"iters_100": 2, "iters_1000": 10, "iters_5000": 50, "iters_10000": 100, "iters_25000": 250}
+    expect_x = {"iters_100": 2, "iters_1000": 5, "iters_5000": 12, "iters_10000": 25, "iters_25000": 60}
     d = data.set_index("experiment")
     assert d.x.to_dict() == pytest.approx(expect_x)
     assert d.loc["iters_10000", "mean"] == 21.0 and d.loc["iters_10000", "n"] == 2

@@ -178,7 +178,7 @@ def test_optional_experiment_only_when_asked(tmp_path):
 @pytest.mark.parametrize("edit, expected", [
     (("lora_rank: 64}", "lora_rnak: 64}"), r"experiments\.lora_r64\.model: .*'lora_rnak' was unexpected"),
     (("seeds: [0]", "seeds: [zero]"), r"seeds\.0: 'zero' is not of type 'integer'"),
-    (("schedules: {main: 250, ablation: 100}", "schedules: {main: 250, ablation: forty}"),
+    (("schedules: {main: 60, ablation: 25}", "schedules: {main: 60, ablation: forty}"),
      r"presets\.small\.schedules\.ablation: 'forty' is not of type 'integer'"),
 ])
 def test_config_errors_name_the_key_before_any_job(tmp_path, edit, expected):

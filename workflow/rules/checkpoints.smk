@@ -24,7 +24,7 @@ rule fetch_checkpoint:
     resources:
         **rule_resources("fetch_checkpoint"),
     shell:
-        "python -m fisa.engine.fetch {params.engine} --{wildcards.kind} {wildcards.name} > {log:q} 2>&1"
+        PYTHON + " -m fisa.engine.fetch {params.engine} --{wildcards.kind} {wildcards.name} > {log:q} 2>&1"
 
 
 def _train_generator_inputs(wildcards):

@@ -31,7 +31,7 @@ if DATA_SOURCE == "synthetic":
         resources:
             **rule_resources("synthetic_data"),
         shell:
-            "python -m fisa.data.synthetic --root {params.root:q} --seed 0 {params.sizes} {params.sides} > {log:q} 2>&1"
+            PYTHON + " -m fisa.data.synthetic --root {params.root:q} --seed 0 {params.sizes} {params.sides} > {log:q} 2>&1"
 
 else:
 
