@@ -64,12 +64,25 @@ def _stop_warm_servers(log):
         sock.unlink(missing_ok=True)
 
 
+def _cancel_rate_limit_timers():
+    # Snakemake's job rate limiter (`max-jobs-per-timespan`, 5 s in profiles/default) re-arms a
+    # threading.Timer in each scheduling round; those threads are not daemons, so the interpreter
+    # would wait for the last one (up to the timespan) before exiting. The workflow is over here.
+    import threading
+
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer):
+            thread.cancel()
+
+
 onsuccess:
     _stop_warm_servers(log)
+    _cancel_rate_limit_timers()
 
 
 onerror:
     _stop_warm_servers(log)
+    _cancel_rate_limit_timers()
 DATA_SOURCE = PRESET_CFG.get("data_source", "download")
 RESULTS = f"results/{PRESET}"
 
