@@ -55,11 +55,14 @@ class Plan:
 
 
 def rehearsal_plan(config: Mapping[str, Any], preset: str, experiments: list[str],
-                   efficiency: list[str] = ()) -> Plan:
-    """The deduplicated plan over `experiments` (those in scope, config order); see the module doc."""
+                   efficiency: list[str] = (), resolved: Mapping[str, Mapping] | None = None) -> Plan:
+    """The deduplicated plan over `experiments` (those in scope, config order); see the module doc.
+    `resolved`: each experiment's resolved config where the caller has it (the workflow's run
+    configs), else resolved here."""
     from fisa.config import resolve_experiment
 
-    resolved = {name: resolve_experiment(config, name, preset) for name in experiments}
+    if resolved is None:
+        resolved = {name: resolve_experiment(config, name, preset) for name in experiments}
     trainable = [n for n in experiments if not config["experiments"][n].get("weights_from")]
     groups: dict[tuple, list[str]] = {}
     for name in trainable:

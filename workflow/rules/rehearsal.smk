@@ -17,7 +17,8 @@ def _rehearsal_plan():
     experiments = [e for e in config["experiments"] if in_scope(e)]
     efficiency = sorted({e for spec in TARGETS.values() for e in spec.get("efficiency", []) or []})
     try:
-        return rehearsal_plan(config, PRESET, experiments, efficiency)
+        # the run configs the workflow resolved once (common.smk), not a second resolution
+        return rehearsal_plan(config, PRESET, experiments, efficiency, {e: resolved(e) for e in experiments})
     except ConfigError as e:
         raise WorkflowError(f"rehearsal plan: {e}") from None
 
