@@ -17,6 +17,8 @@ configfile: "config.yaml"
 report: "workflow/report/workflow.rst"
 
 
+# A work-around for a Snakemake planning bug our ancient() inputs hit (snakemake/snakemake#4166).
+include: "workflow/rules/snakemake_fixes.smk"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/configs.smk"
 include: "workflow/rules/inputs.smk"

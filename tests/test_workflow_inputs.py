@@ -86,6 +86,38 @@ def test_re_made_data_do_not_rerun_what_read_them(built):
     assert counts["synthetic_data"] == 1 and "train" not in counts and "evaluate" not in counts, counts
 
 
+@pytest.mark.slow
+def test_a_rewritten_config_or_re_made_data_still_plans_a_missing_run(built):
+    """snakemake/snakemake#4166 on our DAG (workflow/rules/snakemake_fixes.smk): an edit of config.yaml
+    rewrites the effective config, an ancient() input of fetch_checkpoint; re-made data rewrite a
+    marker, an ancient() input of train. A requested run that is missing must still be planned in
+    the same invocation (without the fix only effective_config / synthetic_data were, exit 0)."""
+    target = "results/small/runs/adapter_1/seed0/done.json"
+    done = built / target
+    aside = done.with_name("done.json.aside")
+    config = built / "config.yaml"
+    original = config.read_text()
+
+    def plan(*extra):
+        res = snakemake(built, "-n", "--cores", "1", target, *extra, "--config", "preset=small")
+        assert res.returncode == 0, res.stdout[-3000:]
+        return {} if "Nothing to be done" in res.stdout else job_counts(res.stdout)
+
+    assert plan() == {}
+    done.rename(aside)
+    try:
+        assert plan() == {"train": 1, "total": 1}
+        # an experiment this run does not read
+        _replace(config, "lora_r64: {variant: lora, model: {lora_rank: 64}",
+                 "lora_r64: {variant: lora, model: {lora_rank: 48}")
+        assert plan() == {"effective_config": 1, "train": 1, "total": 2}
+        config.write_text(original)
+        assert plan("--forcerun", "synthetic_data") == {"synthetic_data": 1, "train": 1, "total": 2}
+    finally:
+        config.write_text(original)
+        aside.rename(done)
+    assert plan() == {}
+
 def test_parsing_the_workflow_writes_no_file(tmp_path):
     """The section files are made by local rules, not while the DAG is parsed: a dry-run writes none."""
     copy = workflow_copy(tmp_path, fakes=True)
