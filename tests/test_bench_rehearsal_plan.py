@@ -72,16 +72,24 @@ def test_the_report_reads_each_jobs_benchmark_and_says_what_failed(tmp_path):
     plan = R.Plan(representatives={"fisa_main": ["fisa_main", "fisa"], "baseline": ["baseline"]},
                   evaluations=[("fisa_main", "ade150"), ("baseline", "refcoco")], efficiency=["fisa_main"],
                   iterations={"fisa_main": 2, "baseline": 0})
+
+    def paths(rule, wc):  # the layout is the workflow's (its rules' patterns); this one is the test's
+        name = "/".join(str(wc[k]) if k != "seed" else f"seed{wc[k]}" for k in ("experiment", "seed", "dataset")
+                        if k in wc)
+        return {"output": f"results/out/{rule}/{name}.json", "bench": f"results/benchmarks/{rule}/{name}.tsv",
+                "log": f"results/logs/{rule}/{name}.log"}
+
+    plan.jobs = R.planned_jobs(plan, seed_of=lambda e: 0, paths=paths)
     res = tmp_path / "results"
-    (res / "runs/fisa_main/seed0").mkdir(parents=True)
-    (res / "runs/fisa_main/seed0/done.json").write_text("{}")
+    (res / "out/train/fisa_main").mkdir(parents=True)
+    (res / "out/train/fisa_main/seed0.json").write_text("{}")
     (res / "benchmarks/train/fisa_main").mkdir(parents=True)
     (res / "benchmarks/train/fisa_main/seed0.tsv").write_text(BENCH_HEADER +
                                                               "1575.2\t0:26:15\t12634.5\t0\t0\t0\t0\t0\t27.1\t428.4\n")
     (res / "logs/evaluate/fisa_main/seed0").mkdir(parents=True)
     (res / "logs/evaluate/fisa_main/seed0/ade150.log").write_text(
         "INFO loading\nTraceback (most recent call last):\n  ...\nRuntimeError: [enforce fail] out of memory\n")
-    rows = R.report(plan, res)
+    rows = R.report(R.load_plan_text(R.dump_plan(plan)), tmp_path)   # as the CLI reads it back
     by_job = {r["job"]: r for r in rows}
     assert [r["rule"] for r in rows] == ["train", "train", "evaluate", "evaluate", "efficiency"]
     t = by_job["fisa_main/seed0"]
@@ -121,4 +129,18 @@ def test_the_rehearsal_target_plans_the_deduplicated_jobs_cold(config, tmp_path)
     assert counts["efficiency"] == "1" and counts["rehearsal_report"] == "1"
     for exp, ds in plan.evaluations:
         assert f"results/rehearsal/eval/{exp}/seed0/{ds}.json" in res.stdout
+    # the plan file the report reads names each job's output, log and benchmark as its rule does
+    made = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
+                           "--cores", "1", "results/rehearsal/rehearsal/plan.json", "--config", "preset=rehearsal"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-2000:]
+    jobs = R.load_plan(tmp_path / "results/rehearsal/rehearsal/plan.json").jobs
+    assert len(jobs) == 13 + 20 + 1
+    printed = {}   # output -> (log, benchmark) of each job the dry run printed
+    for block in res.stdout.split("\nrule ")[1:]:
+        fields = dict(ln.strip().split(": ", 1) for ln in block.splitlines()[1:] if ": " in ln)
+        if "output" in fields:
+            printed[fields["output"]] = (fields.get("log"), fields.get("benchmark"))
+    for job in jobs:
+        assert printed[job["output"]] == (job["log"], job["bench"]), job
     assert config["presets"]["rehearsal"]["warm_start"] is False

@@ -47,6 +47,9 @@ class Plan:
     evaluations: list[tuple[str, str]] = field(default_factory=list)
     efficiency: list[str] = field(default_factory=list)
     iterations: dict[str, int] = field(default_factory=dict)
+    # each planned job with its output, benchmark and log paths: filled in by the workflow from
+    # the rules' own patterns (workflow/rules/rehearsal.smk; `planned_jobs`), which own the layout
+    jobs: list[dict] = field(default_factory=list)
 
     @property
     def trainings(self) -> list[str]:
@@ -128,42 +131,44 @@ def last_error(log: Path) -> str:
     return lines[-1][:200] if lines else ""
 
 
-def planned_jobs(plan: Plan, results: Path, seed: int = 0) -> list[dict]:
-    """(rule, job, output, benchmark, log) of every planned job, in the order they run."""
+def planned_jobs(plan: Plan, seed_of, paths) -> list[dict]:
+    """Every planned job in the order they run: rule, job, experiment, dataset, note, and the
+    `output`, `bench` and `log` paths `paths(rule, wildcards)` gives (the workflow passes its
+    rules' own patterns, so the layout is defined once, by the rules). `seed_of(experiment)`:
+    the seed its run and evaluations use (the workflow: the experiment's first seed)."""
     jobs = []
+
+    def add(rule, job, note="", **wildcards):
+        jobs.append(dict(rule=rule, job=job, experiment=wildcards["experiment"],
+                         dataset=wildcards.get("dataset", ""), note=note, **paths(rule, wildcards)))
+
     for exp in plan.trainings:
-        jobs.append(dict(rule="train", job=f"{exp}/seed{seed}", experiment=exp, dataset="",
-                         output=results / "runs" / exp / f"seed{seed}" / "done.json",
-                         bench=results / "benchmarks" / "train" / exp / f"seed{seed}.tsv",
-                         log=results / "logs" / "train" / exp / f"seed{seed}.log",
-                         note=f"{plan.iterations.get(exp, 0)} iterations; stands for "
-                              + ", ".join(plan.representatives[exp])))
+        seed = seed_of(exp)
+        add("train", f"{exp}/seed{seed}", experiment=exp, seed=seed,
+            note=f"{plan.iterations.get(exp, 0)} iterations; stands for " + ", ".join(plan.representatives[exp]))
     for exp, ds in plan.evaluations:
-        jobs.append(dict(rule="evaluate", job=f"{exp}/seed{seed}/{ds}", experiment=exp, dataset=ds,
-                         output=results / "eval" / exp / f"seed{seed}" / f"{ds}.json",
-                         bench=results / "benchmarks" / "evaluate" / exp / f"seed{seed}" / f"{ds}.tsv",
-                         log=results / "logs" / "evaluate" / exp / f"seed{seed}" / f"{ds}.log", note=""))
+        seed = seed_of(exp)
+        add("evaluate", f"{exp}/seed{seed}/{ds}", experiment=exp, seed=seed, dataset=ds)
     for exp in plan.efficiency:
-        jobs.append(dict(rule="efficiency", job=exp, experiment=exp, dataset="",
-                         output=results / "efficiency" / f"{exp}.json",
-                         bench=results / "benchmarks" / "efficiency" / f"{exp}.tsv",
-                         log=results / "logs" / "efficiency" / f"{exp}.log", note=""))
+        add("efficiency", exp, experiment=exp)
     return jobs
 
 
-def report(plan: Plan, results: str | Path, seed: int = 0) -> list[dict]:
-    """One row per planned job: status, wall/CPU seconds and peak RSS (MB) from its benchmark."""
+def report(plan: Plan, root: str | Path = ".") -> list[dict]:
+    """One row per planned job (`plan.jobs`): status, wall/CPU seconds and peak RSS (MB) from its
+    benchmark. The jobs' paths are relative to `root` (the workflow's working directory)."""
     rows = []
-    for job in planned_jobs(plan, Path(results), seed):
+    for job in plan.jobs:
+        output, log, bench = (Path(root) / job[k] for k in ("output", "log", "bench"))
         row = {k: job[k] for k in ("rule", "job", "experiment", "dataset", "note")}
-        if job["output"].exists():
+        if output.exists():
             row["status"] = "done"
-        elif job["log"].exists():
-            row["status"] = "failed or running: " + (last_error(job["log"]) or "see " + str(job["log"]))
+        elif log.exists():
+            row["status"] = "failed or running: " + (last_error(log) or "see " + str(job["log"]))
         else:
             row["status"] = "not run"
-        if job["bench"].exists():
-            row.update(read_benchmark(job["bench"]))
+        if bench.exists():
+            row.update(read_benchmark(bench))
         rows.append(row)
     return rows
 
@@ -191,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="rehearsal")
     ap.add_argument("--plan", default=None, help="the plan JSON the workflow wrote (default: results/<preset>/rehearsal/plan.json)")
     ap.add_argument("--results", default=None, help="default: results/<preset>")
+    ap.add_argument("--root", default=".", help="the workflow's working directory (the plan's paths are relative to it)")
     ap.add_argument("--output", default=None, help="CSV (default: results/<preset>/rehearsal/report.csv)")
     ap.add_argument("--markdown", default=None, help="default: beside --output, .md")
     args = ap.parse_args(argv)
@@ -200,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         raise FileNotFoundError(f"{plan_path}: no rehearsal plan; run `snakemake rehearsal_plan --config "
                                 f"preset={args.preset}` (or the `rehearsal` target) first")
     plan = load_plan(plan_path)
-    rows = report(plan, results)
+    rows = report(plan, args.root)
     csv_text, md = render(rows, args.preset)
     out = Path(args.output or results / "rehearsal" / "report.csv")
     from fisa.utils.io import atomic_write_text
@@ -213,13 +219,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def dump_plan(plan: Plan) -> str:
     return json.dumps({"representatives": plan.representatives, "evaluations": plan.evaluations,
-                       "efficiency": plan.efficiency, "iterations": plan.iterations}, indent=1) + "\n"
+                       "efficiency": plan.efficiency, "iterations": plan.iterations,
+                       "jobs": [{k: str(v) for k, v in job.items()} for job in plan.jobs]}, indent=1) + "\n"
 
 
 def load_plan(path: str | Path) -> Plan:
-    d = json.loads(Path(path).read_text())
+    return load_plan_text(Path(path).read_text())
+
+
+def load_plan_text(text: str) -> Plan:
+    d = json.loads(text)
     return Plan(representatives=d["representatives"], evaluations=[tuple(e) for e in d["evaluations"]],
-                efficiency=list(d["efficiency"]), iterations={k: int(v) for k, v in d["iterations"].items()})
+                efficiency=list(d["efficiency"]), iterations={k: int(v) for k, v in d["iterations"].items()},
+                jobs=list(d.get("jobs", [])))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,17 @@ def _rehearsal_plan():
 REHEARSAL = _rehearsal_plan()
 
 
+def _job_paths(rule, wildcards):
+    """A planned job's output, benchmark and log, from the rule's own patterns."""
+    proxy = getattr(rules, rule)
+    fill = lambda pattern: str(pattern).format(**wildcards)
+    return {"output": fill(proxy.output[0]), "bench": fill(proxy.benchmark), "log": fill(proxy.log[0])}
+
+
+# rehearsal.smk is included after train.smk and evaluate.smk, whose rules it reads
+REHEARSAL.jobs = planned_jobs(REHEARSAL, seed_of=lambda e: seeds_of(e)[0], paths=_job_paths)
+
+
 rule rehearsal_plan:
     """Which runs, evaluations and efficiency measurements the rehearsal makes (JSON)."""
     output:
@@ -45,7 +56,7 @@ rule rehearsal_report:
         md=f"{RESULTS}/rehearsal/report.md",
     input:
         plan=rules.rehearsal_plan.output,
-        jobs=[str(j["output"]) for j in planned_jobs(REHEARSAL, Path(RESULTS))],
+        jobs=[j["output"] for j in REHEARSAL.jobs],
     params:
         preset=PRESET,
         results=RESULTS,
