@@ -39,11 +39,25 @@ SOURCE_PAPER_ONLY = "reported by the paper"
 SOURCE_PAPER = "paper"
 SOURCE_DIFF = "Δ (ours − paper)"
 SOURCE_INTERVAL = "95 % t interval"
+SOURCE_PROJECTED = "projected from FLOPs (snakemake budget)"
 BORROWED = "*"            # after an interval computed with a borrowed seed spread (n = 1)
 
 
 class LayoutError(ValueError):
     """The table layout or the paper numbers are inconsistent; the message names the key."""
+
+
+@dataclass
+class Projection:
+    """`snakemake budget`'s projection of one experiment (a row of fisa.bench.budget) and the
+    assumptions behind it, for a table whose layout has a `projection` (Table 2)."""
+
+    row: dict                 # budget.csv's fields: gpu_hours, projected_fps, iterations, ...
+    accelerator: str
+    peak_flops: float
+    utilisation: float
+    source: str               # the shape rehearsal it was computed from (cited in the note)
+    preset: str = ""          # whose `budget` settings it used
 
 
 @dataclass
@@ -225,12 +239,14 @@ def _devices(metrics: pd.DataFrame, experiment: str, layout: dict) -> list[str |
 
 def build_table(target: str, metrics: pd.DataFrame, preset: str, paper: pd.DataFrame | None = None,
                 layouts: str | Path = LAYOUTS, targets: str | Path = TARGETS, settings: Settings | None = None,
-                closeness=None) -> Table:
+                closeness=None, projection: Projection | None = None) -> Table:
     """Lay out `target` from tidy `metrics` (the rows of metrics.csv) and the paper's numbers.
 
     With `settings` (config `presets.<P>.analysis`) every reproduced line gets an interval
     line, each Δ a verdict mark (analysis.verdicts, as in the scorecard), and semantic mIoU
-    columns read `settings.miou_rule`; `closeness` ranks lenders of a seed spread.
+    columns read `settings.miou_rule`; `closeness` ranks lenders of a seed spread. With
+    `projection` (layouts with a `projection` entry: Table 2), the projected line under its
+    experiment's row and a note that says whether a GPU has measured that row.
     """
     layout = load_layout(target, layouts, targets)
     paper = load_paper_numbers() if paper is None else paper
@@ -286,12 +302,79 @@ def build_table(target: str, metrics: pd.DataFrame, preset: str, paper: pd.DataF
                              for cell, d, c in zip(cells, diffs, columns)]
                 suffix = f", {ln.device or 'unknown device'}" if ln.device is not None else ""
                 lines.append(Line("", SOURCE_DIFF + suffix, cells, diffs, exp, device=ln.device))
+        if projection is not None and exp == (layout.get("projection") or {}).get("experiment"):
+            lines.append(_projection_line(target, layout, projection, exp))
+            notes.append(_projection_note(metrics, layout, projection, exp, row["label"]))
         notes += _provenance_notes(metrics, exp, row["label"])
     if layout.get("split_by_device"):
         notes[:0] = _device_notes(metrics, layout, [r["experiment"] for r in layout["rows"] if r.get("experiment")])
     precision = _precision_caption(metrics, layout, [r["experiment"] for r in layout["rows"] if r.get("experiment")]) \
         if layout.get("split_by_device") else None
     return Table(target, preset, layout["title"], labels, lines, notes, settings, precision)
+
+
+def _projection_line(target: str, layout: dict, projection: Projection, experiment: str) -> Line:
+    """The projected values under the experiment's row: layout `projection.columns` maps a
+    column label to a budget.csv field; the column's `scale` and `fmt` apply."""
+    fields = layout["projection"].get("columns") or {}
+    labels = [c["label"] for c in layout["columns"]]
+    unknown = sorted(set(fields) - set(labels))
+    if unknown:
+        raise LayoutError(f"layouts.yaml: {target}.projection.columns names {unknown}, not columns of the table "
+                          f"({labels})")
+    values, cells = [], []
+    for c in layout["columns"]:
+        field_ = fields.get(c["label"])
+        if field_ is None:
+            values.append(None)
+            cells.append(NOT_REPORTED)
+            continue
+        if field_ not in projection.row:
+            raise LayoutError(f"layouts.yaml: {target}.projection.columns.{c['label']}: {field_!r} is not a "
+                              f"field of the budget ({projection.source}; fields: {sorted(projection.row)})")
+        v = float(projection.row[field_]) * float(c.get("scale", 1.0))
+        values.append(v)
+        cells.append(_fmt(v, c.get("fmt", ".1f")))
+    return Line("", SOURCE_PROJECTED, cells, values, experiment)
+
+
+def is_gpu(device: str) -> bool:
+    """A device name of a record's provenance that is a GPU: fisa.engine.provenance.device_name
+    writes "CPU: <model> (<n> threads)" for a CPU and the CUDA device's name otherwise."""
+    return bool(device) and not device.startswith("CPU:")
+
+
+def _projection_note(metrics: pd.DataFrame, layout: dict, projection: Projection, experiment: str,
+                     label: str) -> str:
+    """Cite the projection, its assumptions, and whether a GPU has measured the row's inference."""
+    cols = [c["metric"] for c in layout["columns"] if c.get("device") == "inference"]
+    sel = metrics[(metrics.experiment == experiment) & metrics.metric.isin(cols)]
+    devices = sorted(set(sel.device.fillna("").astype(str)) - {""})
+    gpus = [d for d in devices if is_gpu(d)]
+    text = (f"{label}, '{SOURCE_PROJECTED}': {experiment}'s FLOPs from the shape rehearsal ({projection.source}) "
+            f"at {projection.utilisation:g} of the {projection.accelerator}'s peak bf16 {projection.peak_flops:.3g} "
+            f"FLOP/s (presets.{projection.preset}.budget); its FPS counts the model alone (no post-processing or data "
+            f"loading), an upper bound.")
+    if gpus:
+        return text + f" Measured on a GPU as well ({', '.join(gpus)}): the reproduced line is the measurement."
+    measured = f"inference measured on: {', '.join(devices)}" if devices else "no efficiency record yet"
+    return text + f" No GPU has measured {label} here ({measured}): the projection stands in for the real thing."
+
+
+def read_projection(shapes_csv: str | Path, experiment: str, config: dict, preset: str) -> Projection:
+    """`experiment`'s budget row computed from its shape rehearsal CSV (fisa.bench.budget's arithmetic)."""
+    import csv
+
+    from fisa.bench.budget import budget_rows
+
+    with open(shapes_csv, newline="") as fh:
+        shapes = [r for r in csv.DictReader(fh) if r["experiment"] == experiment]
+    if not shapes:
+        raise LayoutError(f"{shapes_csv}: no shape rehearsal of {experiment!r} (the layout's projection)")
+    row = budget_rows(shapes, config, preset)[0]
+    b = config["presets"][preset]["budget"]
+    return Projection(row, str(b["accelerator"]), float(b["peak_bf16_flops"]), float(b["utilisation"]),
+                      str(shapes_csv), preset)
 
 
 def _precision_caption(metrics: pd.DataFrame, layout: dict, experiments: list[str]) -> str:
@@ -453,16 +536,27 @@ def to_html(table: Table) -> str:
 
 
 def render(target: str, preset: str, metrics_csv: str | Path, out_tex: str | Path | None = None,
-           out_md: str | Path | None = None, out_html: str | Path | None = None, config: dict | None = None) -> Table:
+           out_md: str | Path | None = None, out_html: str | Path | None = None, config: dict | None = None,
+           projection_shapes: str | Path | None = None) -> Table:
     """Build `target` from a metrics.csv and write its LaTeX, Markdown (and HTML) files, atomically.
 
-    With `config`, cells carry intervals and verdict marks (`presets.<P>.analysis`)."""
-    settings = closeness = None
+    With `config`, cells carry intervals and verdict marks (`presets.<P>.analysis`); with
+    `projection_shapes` (and `config`), the layout's projection is computed from that shape
+    rehearsal CSV."""
+    settings = closeness = projection = None
     if config is not None:
         from analysis.verdicts import config_closeness
 
         settings, closeness = Settings.from_config(config, preset), config_closeness(config, preset)
-    table = build_table(target, read_metrics(metrics_csv), preset, settings=settings, closeness=closeness)
+    if projection_shapes is not None:
+        experiment = (load_layout(target).get("projection") or {}).get("experiment")
+        if experiment is None:
+            raise LayoutError(f"--projection-shapes given, but layouts.yaml: {target} has no `projection`")
+        if config is None:
+            raise LayoutError("--projection-shapes needs --config (presets.<P>.budget: accelerator, peak, utilisation)")
+        projection = read_projection(projection_shapes, experiment, config, preset)
+    table = build_table(target, read_metrics(metrics_csv), preset, settings=settings, closeness=closeness,
+                        projection=projection)
     if out_tex:
         atomic_write_text(out_tex, to_latex(table))
     if out_md:
@@ -482,13 +576,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--out-html", default=None, help="optional: an HTML page (for snakemake --report)")
     p.add_argument("--config", default=None,
                    help="config.yaml: adds intervals and verdict marks (presets.<P>.analysis); the workflow passes it")
+    p.add_argument("--projection-shapes", default=None,
+                   help="the shape rehearsal CSV of the layout's `projection` experiment "
+                        "(results/<P>/budget/shapes/<E>.csv): its FLOPs projection under its row (Table 2)")
     args = p.parse_args(argv)
     config = None
     if args.config:
         from fisa.config import load_config
 
         config = load_config(args.config)
-    render(args.target, args.preset, args.metrics, args.out_tex, args.out_md, args.out_html, config)
+    render(args.target, args.preset, args.metrics, args.out_tex, args.out_md, args.out_html, config,
+           args.projection_shapes)
 
 
 if __name__ == "__main__":

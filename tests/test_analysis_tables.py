@@ -196,6 +196,69 @@ def test_table2_caption_says_which_precision_its_fps_and_memory_used(tmp_path):
     assert "precision" not in T.build_table("table1_main", _metrics([], eff), "small").caption
 
 
+SHAPES_HEADER = ("experiment,variant,backbone,generator,params_total,params_trainable,train_step_flops,"
+                 "test_image_flops,status,test_flops_by_dataset,activation_bytes,attention_matrix_bytes,batch_per_gpu\n")
+
+
+def test_table2_cites_the_flops_projection_and_says_whether_a_gpu_measured_it(tmp_path):
+    """The layout's `projection` (fisa_main): a line of projected FPS, GPU hours and iterations under
+    FISA's row, computed from the shape rehearsal as fisa.bench.budget does, and a note that names the
+    assumptions and says that no GPU measured FISA (CPU record) or that one did."""
+    from fisa.config import load_config
+
+    config = load_config()
+    shapes = tmp_path / "fisa_main.csv"
+    shapes.write_text(SHAPES_HEADER + 'fisa_main,fisa,vit_l14_336,swin_b,536000000,26300000,4.4e13,5.3e12,ok,'
+                      '"{""ade150"": 5.0e12, ""coco"": 4.0e12}",2.0e11,1.6e11,4\n')
+    projection = T.read_projection(shapes, "fisa_main", config, "paper")
+    # independently: paper preset, 25k iterations x (16 / 4) x 4.4e13 FLOPs at 35 % of 312 TFLOP/s
+    rate = 3.12e14 * 0.35
+    assert projection.row["gpu_hours"] == pytest.approx(25000 * 4 * 4.4e13 / rate / 3600)   # 11.2
+    assert projection.row["projected_fps"] == pytest.approx(rate / 5.0e12)                   # ADE-150's image
+    evals = [write_eval(tmp_path, "fisa_main", 0, "ade150", {"PQ": 1.0, "mIoU": 2.0}, preset="paper")]
+    cpu = [write_efficiency(tmp_path, "fisa_main", {"FPS": 0.01, "memory_GB": 4.0}, preset="paper",
+                            device="CPU: Intel Xeon (2 threads)")]
+    metrics = lambda eff: agg.aggregate("paper", evals, eff, classes_of=classes_of)[0]   # noqa: E731
+    table = T.build_table("table2_efficiency", metrics(cpu), "paper", projection=projection)
+    line = table.line("FISA", "projected")
+    assert line.source == T.SOURCE_PROJECTED
+    assert line.cells == [f"{rate / 5.0e12:.2f}", T.NOT_REPORTED, f"{25000 * 4 * 4.4e13 / rate / 3600:.1f}", "25",
+                          T.NOT_REPORTED, T.NOT_REPORTED, T.NOT_REPORTED]
+    note = next(n for n in table.notes if "projected from FLOPs" in n)
+    assert f"({shapes})" in note and "0.35 of the NVIDIA A100 80GB SXM's peak bf16 3.12e+14 FLOP/s (presets.paper.budget)" in note
+    assert note.endswith("No GPU has measured FISA here (inference measured on: CPU: Intel Xeon (2 threads)): "
+                         "the projection stands in for the real thing.")
+    assert "projected from FLOPs" in T.to_markdown(table) and "projected from FLOPs" in T.to_latex(table)
+    gpu = [write_efficiency(tmp_path, "fisa_main", {"FPS": 2.5, "memory_GB": 9.0}, preset="paper", name="gpu",
+                            seed=1, device="NVIDIA H100 80GB HBM3")]
+    note = next(n for n in T.build_table("table2_efficiency", metrics(cpu + gpu), "paper",
+                                         projection=projection).notes if "projected from FLOPs" in n)
+    assert note.endswith("Measured on a GPU as well (NVIDIA H100 80GB HBM3): the reproduced line is the measurement.")
+    # without a projection (or for a table without one) nothing changes
+    assert not any("projected" in ln.source for ln in T.build_table("table2_efficiency", metrics(cpu),
+                                                                     "paper").lines)
+    # a projection column that is not a column of the table is named
+    layouts = tmp_path / "layouts.yaml"
+    bad = yaml.safe_load(T.LAYOUTS.read_text())
+    bad["table2_efficiency"]["projection"]["columns"]["fps"] = "projected_fps"
+    layouts.write_text(yaml.safe_dump(bad))
+    with pytest.raises(T.LayoutError, match=r"table2_efficiency.projection.columns names \['fps'\]"):
+        T.build_table("table2_efficiency", metrics(cpu), "paper", layouts=layouts, projection=projection)
+    # the CLI as the workflow calls it
+    import subprocess
+    import sys
+
+    m = tmp_path / "metrics.csv"
+    agg.write_csv(metrics(cpu), m)
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-m", "analysis.tables", "--target", "table2_efficiency", "--preset", "paper",
+                          "--config", str(root / "config.yaml"), "--projection-shapes", str(shapes), "--metrics", str(m),
+                          "--out-tex", str(tmp_path / "t.tex"), "--out-md", str(tmp_path / "t.md")],
+                         cwd=root, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert f"|  | {T.SOURCE_PROJECTED} | {rate / 5.0e12:.2f} |" in (tmp_path / "t.md").read_text()
+
+
 def test_table3f_uses_referring_overall_iou(tmp_path):
     paths = [write_eval(tmp_path, "fisa", 0, "refcoco", {"oIoU": 30.0, "mIoU": 1.0}),
              write_eval(tmp_path, "baseline", 0, "refcocoplus", {"oIoU": 20.0, "mIoU": 1.0})]

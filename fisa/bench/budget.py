@@ -1,6 +1,6 @@
 """`python -m fisa.bench.budget` (`snakemake budget`): what the preset's experiments will cost.
 
-    python -m fisa.bench.budget --preset paper --shapes results/paper/budget/shapes.csv \
+    python -m fisa.bench.budget --preset paper --shapes results/paper/budget/shapes/*.csv \
         --output results/paper/budget/budget.csv --markdown results/paper/budget/budget.md
 
 From the shape rehearsal's FLOPs (`fisa.bench.rehearse --mode shapes`), one row per experiment:
@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=None)
     ap.add_argument("--preset", default="paper")
-    ap.add_argument("--shapes", required=True, help="the CSV of python -m fisa.bench.rehearse --mode shapes")
+    ap.add_argument("--shapes", required=True, nargs="+",
+                    help="CSVs of python -m fisa.bench.rehearse --mode shapes (rows concatenated)")
     ap.add_argument("--output", required=True, help="budget CSV")
     ap.add_argument("--markdown", default=None, help="also write the Markdown table here")
     args = ap.parse_args(argv)
@@ -115,12 +116,18 @@ def main(argv: list[str] | None = None) -> int:
     from fisa.utils.io import atomic_write_text
 
     config = load_config(args.config)
+    shapes = []
+    for path in args.shapes:
+        try:
+            with open(path, newline="") as fh:
+                shapes += list(csv.DictReader(fh))
+        except OSError as e:
+            print(f"error: {path}: {e}", file=sys.stderr)
+            return 1
     try:
-        with open(args.shapes, newline="") as fh:
-            shapes = list(csv.DictReader(fh))
         rows = budget_rows(shapes, config, args.preset)
-    except (OSError, ValueError, KeyError) as e:
-        print(f"error: {args.shapes}: {e}", file=sys.stderr)
+    except (ValueError, KeyError) as e:
+        print(f"error: {' '.join(args.shapes)}: {e}", file=sys.stderr)
         return 1
     cols = list(COLUMNS) + [f"fits_{c:g}gb" for c in config["presets"][args.preset]["budget"]["card_memory_gb"]]
     buf = io.StringIO()

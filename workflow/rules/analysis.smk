@@ -91,10 +91,14 @@ for _target in TARGETS:
             input:
                 metrics=f"{RESULTS}/metrics/{_target}.csv",
                 section=SECTIONS[_target],
+                # Table 2: the FLOPs projection it cites (layouts.yaml `projection`; budget.smk)
+                projection=[shapes_csv(e) for e in [projection_of(_target)] if e],
             params:
                 target=_target,
                 preset=PRESET,
                 engine=ENGINE_ARGS,   # --config (intervals, verdict marks: presets.<P>.analysis) --preset
+                projection=lambda wc, input: ("--projection-shapes " + shlex.quote(input.projection[0]))
+                if input.projection else "",
             log:
                 log_path("tables", _target),
             conda:
@@ -103,7 +107,7 @@ for _target in TARGETS:
             resources:
                 **rule_resources("tables"),
             shell:
-                PYTHON + " -m analysis.tables --target {params.target} {params.engine}"
+                PYTHON + " -m analysis.tables --target {params.target} {params.engine} {params.projection}"
                 " --metrics {input.metrics:q} --out-tex {output.tex:q} --out-md {output.md:q} > {log:q} 2>&1"
 
     else:

@@ -130,6 +130,11 @@ def run_config_path(experiment, seed):
     return f"{RESULTS}/configs/runs/{experiment}/seed{seed}.yaml"
 
 
+def shapes_csv(experiment):
+    """The shape rehearsal of one experiment (budget.smk): parameters, FLOPs, status."""
+    return f"{RESULTS}/budget/shapes/{experiment}.csv"
+
+
 def generator_config_path(generator):
     return f"{RESULTS}/configs/generators/{generator}.yaml"
 

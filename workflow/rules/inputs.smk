@@ -44,6 +44,14 @@ def _target_section(target):
 # what a table/figure rule lists as its `section` input (rule `target_section` writes it)
 SECTIONS = {t: f"{SECTIONS_DIR}/{t}.yaml" for t in TARGETS}
 
+
+def projection_of(table):
+    """The experiment whose FLOPs projection `table` cites (its layout's `projection`), or None:
+    the table rule then reads that experiment's shape rehearsal (budget.smk)."""
+    with open(LAYOUTS_FILE) as fh:
+        layout = yaml.safe_load(fh).get(table) or {}
+    return (layout.get("projection") or {}).get("experiment")
+
 with open(TEMPLATES_FILE) as _f:
     _TEMPLATE_SETS = json.load(_f)
 

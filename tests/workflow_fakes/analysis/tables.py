@@ -7,6 +7,7 @@ ap = argparse.ArgumentParser()
 for a in ("--target", "--preset", "--metrics", "--out-tex", "--out-md"):
     ap.add_argument(a, required=True)
 ap.add_argument("--config")
+ap.add_argument("--projection-shapes")
 args = ap.parse_args()
 fake.log_call("tables", args)
 rows = Path(args.metrics).read_text().splitlines()[1:]
