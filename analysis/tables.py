@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 
 from analysis.aggregate import read_metrics
-from analysis.verdicts import MARKS, Settings, judge_layout, t_interval
+from analysis.verdicts import MARKS, Settings, is_gpu, judge_layout, t_interval
 from fisa.utils.io import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
@@ -336,12 +336,6 @@ def _projection_line(target: str, layout: dict, projection: Projection, experime
         values.append(v)
         cells.append(_fmt(v, c.get("fmt", ".1f")))
     return Line("", SOURCE_PROJECTED, cells, values, experiment)
-
-
-def is_gpu(device: str) -> bool:
-    """A device name of a record's provenance that is a GPU: fisa.engine.provenance.device_name
-    writes "CPU: <model> (<n> threads)" for a CPU and the CUDA device's name otherwise."""
-    return bool(device) and not device.startswith("CPU:")
 
 
 def _projection_note(metrics: pd.DataFrame, layout: dict, projection: Projection, experiment: str,

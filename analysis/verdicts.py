@@ -132,6 +132,22 @@ def devices_of(metrics: pd.DataFrame, experiment: str, column: Mapping[str, Any]
     return sorted(set(sel.device.fillna("").astype(str)) - {""})
 
 
+def is_gpu(device: str) -> bool:
+    """A record's device name that is a GPU: fisa.engine.provenance.device_name writes
+    "CPU: <model> (<n> threads)" for a CPU and the CUDA device's name otherwise."""
+    return bool(device) and not device.startswith("CPU:")
+
+
+def non_gpu_devices(metrics: pd.DataFrame, experiment: str, column: Mapping[str, Any]) -> list[str]:
+    """For a column the paper measured on GPUs (layout `gpu_measure: true`: FPS, memory, GPU hours):
+    the devices of `experiment`'s records when none of them is a GPU (else [])."""
+    if not column.get("gpu_measure"):
+        return []
+    sel = metrics[(metrics.experiment == experiment) & (metrics.metric == column["metric"])]
+    devices = sorted(set(sel.device.fillna("").astype(str)) - {""})
+    return devices if devices and not any(is_gpu(d) for d in devices) else []
+
+
 # ---------------------------------------------------------------- judging a table
 
 
@@ -181,6 +197,12 @@ def judge_layout(table: str, layout: Mapping[str, Any], paper_of: Callable[[str,
         if len(devices) > 1:
             return t_interval([], settings.confidence), f"measured on several devices ({', '.join(devices)}); never pooled"
         s = t_interval(v, settings.confidence)
+        cpu = non_gpu_devices(metrics, experiment, column)
+        if s.n and cpu:
+            # a CPU's FPS, memory or hours against the paper's GPUs: shown, never judged
+            return (Stats(s.mean, s.std, s.n, math.nan, math.nan, s.df),
+                    f"measured on {', '.join(cpu)}, not on a GPU as the paper: not comparable "
+                    f"(Table 2 cites the FLOPs projection)")
         if s.n == 0:
             return s, "no result"
         if s.n >= 2:

@@ -116,6 +116,31 @@ def test_one_seed_without_lender_is_inconclusive(tmp_path):
     assert fisa["ci_high"] == pytest.approx(27.5 + stats.t.ppf(0.975, 1) * math.sqrt(0.5) / math.sqrt(2))
 
 
+def test_a_cpu_measurement_of_a_gpu_figure_is_shown_not_judged(tmp_path):
+    """Table 2's FPS, memory and GPU hours (layout `gpu_measure`) measured only on a CPU are
+    'inconclusive: not comparable' (the paper's are GPU figures); on a GPU they are judged, and the
+    device-independent columns (iterations) are judged either way."""
+    from analysis_fixtures import write_efficiency
+
+    def judged(device, train_device):
+        path = write_efficiency(tmp_path / device, "fisa_main", {"FPS": 2.6, "memory_GB": 10.0, "gpu_hours": 45.0,
+                                                                 "iterations": 25000}, device=device,
+                                train_device=train_device)
+        seeds = [write_efficiency(tmp_path / device, "fisa_main", {"FPS": 2.7, "memory_GB": 10.4, "gpu_hours": 44.0,
+                                                                   "iterations": 25000}, device=device, name=f"s{k}",
+                                  seed=k, train_device=train_device) for k in (1, 2)]
+        return _judge(agg.aggregate("small", [], [path, *seeds], classes_of=classes_of)[0], "table2_efficiency")
+
+    cpu = judged("CPU: AMD EPYC 7B13 (2 threads)", "CPU: AMD EPYC 7B13 (2 threads)")
+    for column in ("FPS", "memory GB", "GPU hours"):
+        assert cpu[("FISA", column)]["verdict"] == "inconclusive", column
+        assert cpu[("FISA", column)]["basis"].startswith("measured on CPU: AMD EPYC 7B13 (2 threads), not on a GPU")
+    assert cpu[("FISA", "iterations (K)")]["verdict"] == "reproduced"   # 25k either way
+    gpu = judged("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB")
+    assert gpu[("FISA", "FPS")]["verdict"] == "reproduced" and gpu[("FISA", "GPU hours")]["verdict"] == "reproduced"
+    assert gpu[("FISA", "memory GB")]["basis"].startswith("3 seeds")
+
+
 def test_differences_paired_by_seed_and_unpaired(table3a):
     j = _judge(table3a, "table3a_components")
     d = j[("+ SEVE - Baseline", "ADE150 PQ")]
