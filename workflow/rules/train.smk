@@ -45,6 +45,10 @@ rule train:
     conda:
         CONDA_ENV
     threads: rule_threads("train")
+    # Trainings before evaluations when both are ready: the longest jobs first (a short evaluation
+    # fills a free core later; on 2 cores an evaluation started first kept a 2-core training
+    # waiting with one core idle, seen in the rehearsal). Under SLURM it orders submissions only.
+    priority: 1
     resources:
         **rule_resources("train"),
     shell:
