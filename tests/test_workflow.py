@@ -48,7 +48,8 @@ def workflow_copy(dest: Path, fakes: bool = False) -> Path:
         # The real modules the Snakefile imports (config, the data registry, the marker paths),
         # under the stand-in package.
         for name in ("__init__.py", "config.py", "models/variants.yaml", "data/registry.py", "utils/__init__.py",
-                     "utils/markers.py", "utils/errors.py", "utils/io.py", "engine/warm.py"):  # + the jobs' launcher
+                     "utils/markers.py", "utils/errors.py", "utils/io.py", "engine/warm.py",  # + the jobs' launcher
+                     "bench/rehearsal.py"):  # the rehearsal's plan (workflow/rules/rehearsal.smk)
             (dest / "fisa" / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / "fisa" / name, dest / "fisa" / name)
     return dest

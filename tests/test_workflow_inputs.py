@@ -79,11 +79,10 @@ def test_each_edit_reruns_exactly_what_it_shapes(built):
 
 @pytest.mark.slow
 def test_re_made_data_do_not_rerun_what_read_them(built):
-    res = snakemake(built, "-n", "--cores", "1", "table3c_adapter_layers", "--forcerun", "synthetic_data",
-                    "--config", "preset=small")
-    assert res.returncode == 0, res.stdout[-3000:]
-    counts = job_counts(res.stdout)
-    assert counts["synthetic_data"] == 1 and "train" not in counts and "evaluate" not in counts, counts
+    # re-making the data adds that one job to whatever the copy already plans (the edits of the
+    # test above leave evaluations planned for their own reasons: those stay, nothing is added)
+    before = _plan(built)
+    assert _plan(built, "--forcerun", "synthetic_data") == {**before, "synthetic_data": 1}
 
 
 @pytest.mark.slow
